@@ -1,0 +1,78 @@
+"""The single boundary where exceptions become messages and exit codes.
+
+0 ok · 1 the work failed · 2 bad input or configuration · 130 interrupted.
+Errors are one line (an ``::error``/``##vso[task.logissue]`` annotation in CI);
+a traceback is printed only with ``-v`` and only for unexpected errors.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subprocess tests
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None, *, app=None) -> int:
+    import click
+
+    from .cli import cli
+    from .context import App
+    from .errors import StackciError
+
+    app = app or App.from_environ()
+    platform = app.platform
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (tests)
+        previous = None
+    code = EXIT_OK
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="stackci",
+                          standalone_mode=False, obj=app)
+        code = result if isinstance(result, int) else EXIT_OK
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        platform.error("interrupted", title="stackci: interrupted")
+        code = EXIT_INTERRUPTED
+    except click.ClickException as exc:  # usage errors: bad option values, missing arguments
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "stackci"
+        message = " ".join(exc.format_message().split())
+        platform.error(f"{message} (see '{where} --help')", title="stackci: bad input")
+        code = EXIT_CONFIG
+    except StackciError as exc:
+        platform.error(exc.one_line(), title=exc.title, file=exc.file, line=exc.line)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        platform.error("interrupted", title="stackci: interrupted")
+        code = EXIT_INTERRUPTED
+    except Exception as exc:  # an unexpected error is still one line unless -v
+        if app.verbose:
+            import traceback
+            sys.stderr.write(platform.neutralise(platform.redact(traceback.format_exc())))
+        platform.error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}"
+                       + ("" if app.verbose else " (run with -v for the traceback)"),
+                       title="stackci: internal error")
+        code = EXIT_FAILED
+    finally:
+        try:
+            platform.flush()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    return code
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
