@@ -96,8 +96,12 @@ def _user_tb(tb):
     """Drop the leading frames that belong to this runtime (and runpy)."""
     import runpy
 
-    skip = {_THIS_FILE, os.path.abspath(runpy.__file__)}
-    while tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename) in skip:
+    skip = {_THIS_FILE, os.path.abspath(runpy.__file__), "<frozen runpy>"}
+
+    def ours(filename: str) -> bool:
+        return filename in skip or (not filename.startswith("<") and os.path.abspath(filename) in skip)
+
+    while tb is not None and ours(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return tb
 
