@@ -74,6 +74,8 @@ class GitHubPlatform(Platform):
                 self.command(f"::add-mask::{escape_data(line)}")
 
     def _annotate(self, level, message, *, file, line, col, title) -> None:
+        # The runner trims the property list, so surrounding whitespace cannot survive: drop it here.
+        file, title = (file or "").strip(), (title or "").strip()
         props = []
         if file:
             props.append(f"file={escape_property(file)}")

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+import pytest
+
+from stackci import __version__
+from stackci.cli import COMMANDS, cli
+
+
+def stackci(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "stackci", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def test_version_and_help():
+    result = stackci("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"stackci {__version__}"
+    result = stackci("--help")
+    assert result.returncode == 0
+    assert "unit-tests" in result.stdout
+
+
+def test_help_does_not_import_heavy_modules():
+    code = ("import sys\nfrom stackci.__main__ import main\n"
+            "rc = main(['--help'])\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('databricks', 'requests', 'yaml'))\n"
+            "print('HEAVY', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def _options():
+    for name in COMMANDS:
+        command = cli.get_command(click.Context(cli), name)
+        if command is None:
+            continue
+        stack = [(name, command)]
+        while stack:
+            path, cmd = stack.pop()
+            if isinstance(cmd, click.Group):
+                stack += [(f"{path} {n}", c) for n, c in cmd.commands.items()]
+                continue
+            for param in cmd.params:
+                if isinstance(param, click.Option) and param.name != "help":
+                    yield path, param
+
+
+def test_every_option_has_a_stackci_envvar():
+    options = list(_options())
+    assert options
+    for path, option in options:
+        assert option.envvar and str(option.envvar).startswith("STACKCI_"), f"{path} {option.opts}"
+
+
+def test_unknown_command_and_bad_option_are_one_line_exit_2():
+    for args in (["nope"], ["unit-tests", "--slowest", "many"]):
+        result = stackci(*args)
+        assert result.returncode == 2
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_errors_are_workflow_commands_on_github(tmp_path):
+    result = stackci("unit-tests", "--project", str(tmp_path / "missing"), env={"GITHUB_ACTIONS": "true"})
+    assert result.returncode == 2
+    assert result.stdout.startswith("::error title=stackci%3A bad input::project directory")
+
+
+def test_sigterm_and_sigint_exit_130(make_project):
+    project = make_project({"tests/test_slow.py": "import time\n\ndef test_slow():\n    time.sleep(60)\n"})
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        proc = subprocess.Popen([sys.executable, "-m", "stackci", "unit-tests", "--project", str(project),
+                                 "--python", sys.executable], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 30
+        junit = project / ".stackci"
+        # wait until pytest runs (it creates the report folder first)
+        while not junit.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        started = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert time.monotonic() - started < 7.5
+        assert "interrupted" in err
+        assert "Traceback" not in err

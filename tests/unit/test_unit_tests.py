@@ -1,0 +1,200 @@
+"""``stackci unit-tests`` end to end in-process: outputs, summary, annotations, exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+PY = sys.executable
+
+PASSING = {
+    "tests/test_math.py": "def test_add():\n    assert 1 + 1 == 2\n\ndef test_sub():\n    assert 2 - 1 == 1\n",
+    "pkg/__init__.py": "def double(x):\n    return 2 * x\n",
+    "tests/test_pkg.py": "from pkg import double\n\ndef test_double():\n    assert double(2) == 4\n",
+    "pytest.ini": "[pytest]\npythonpath = .\n",
+}
+FAILING = {
+    **PASSING,
+    "tests/test_broken.py": (
+        "import pytest\n"
+        "\n"
+        "def test_wrong():\n"
+        "    value = 41\n"
+        "    assert value == 42, 'the answer'\n"
+        "\n"
+        "@pytest.mark.parametrize('name', ['::error::pwned', '##vso[task.setvariable variable=x]1'])\n"
+        "def test_evil_names(name):\n"
+        "    raise ValueError(name + '\\n::warning::injected')\n"
+    ),
+}
+
+
+def test_passing_suite(run_cli, make_project):
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY])
+    assert result.code == 0, result.stderr
+    out = result.outputs
+    assert (out["passed"], out["failed"], out["errors"], out["skipped"], out["tests"]) == ("3", "0", "0", "0", "3")
+    assert Path(out["junit-xml"]).is_file()
+    assert float(out["duration"]) >= 0
+    assert result.errors() == []
+    assert "### ✅ Unit tests passed" in result.summary
+    assert "| 3 | 3 | 0 | 0 | 0 |" in result.summary
+    assert "Slowest 3 tests" in result.summary
+
+
+def test_failing_suite_annotates_each_failure_at_its_line(run_cli, make_project, tmp_path):
+    project = make_project(FAILING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY],
+                     env={"GITHUB_WORKSPACE": str(tmp_path)})
+    assert result.code == 1
+    assert result.outputs["failed"] == "3" and result.outputs["passed"] == "3"
+    errors = result.errors()
+    per_test = [e for e in errors if e.properties.get("file")]
+    assert len(per_test) == 3
+    wrong = next(e for e in per_test if "test_wrong" in e.properties["title"])
+    assert wrong.properties["file"] == "proj/tests/test_broken.py"    # relative to the workspace root
+    assert wrong.properties["line"] == "5"
+    assert wrong.properties["title"] == "tests/test_broken.py::test_wrong failed"
+    assert "the answer" in wrong.data
+    # the closing error names the totals; nothing from the test names ran as a command
+    assert errors[-1].data.startswith("unit tests failed: 3 failed and 0 errored of 6 tests")
+    assert [c.name for c in result.commands if c.name not in ("error", "group", "endgroup")] == []
+    assert "x" not in result.outputs
+    assert "#### Failures (3)" in result.summary
+    assert "&lt;" not in result.summary or "<code>" in result.summary
+
+
+def test_collection_errors_count_as_errors(run_cli, make_project):
+    project = make_project({**PASSING, "tests/test_import.py": "import does_not_exist\n"})
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY])
+    assert result.code == 1
+    assert result.outputs["errors"] == "1"
+    assert any("does_not_exist" in e.data for e in result.errors())
+
+
+def test_no_tests_fails_unless_allowed(run_cli, make_project):
+    project = make_project({"src/app.py": "X = 1\n"})
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY])
+    assert result.code == 1
+    assert "no tests were collected" in result.errors()[-1].data
+    assert "--allow-no-tests" in result.summary
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "--allow-no-tests"])
+    assert result.code == 0
+    assert result.outputs["tests"] == "0"
+
+
+def test_options_come_from_environment_variables(run_cli, make_project, tmp_path):
+    project = make_project(FAILING)
+    junit = tmp_path / "reports" / "junit.xml"
+    result = run_cli(["unit-tests"], env={"STACKCI_PROJECT": str(project), "STACKCI_PYTHON": PY,
+                                          "STACKCI_PYTEST_ARGS": "-k 'not evil and not wrong'",
+                                          "STACKCI_JUNIT_XML": str(junit)})
+    assert result.code == 0, result.stderr
+    assert result.outputs["tests"] == "3" and result.outputs["failed"] == "0"   # -k deselected the rest
+    assert result.outputs["junit-xml"] == str(junit) and junit.is_file()
+
+
+def test_coverage_total_in_outputs_and_summary(run_cli, make_project):
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "--coverage",
+                      "--coverage-source", "pkg"])
+    assert result.code == 0, result.stderr
+    assert float(result.outputs["coverage"]) == 100.0
+    assert Path(result.outputs["coverage-xml"]).is_file()
+    assert "| Coverage |" in result.summary and "100.0 %" in result.summary
+    project2 = make_project({**PASSING, "pkg/extra.py": "def unused():\n    return 1\n"}, name="proj2")
+    result = run_cli(["unit-tests", "--project", str(project2), "--python", PY, "--coverage",
+                      "--coverage-source", "pkg", "--fail-under", "90"])
+    assert result.code == 1
+    assert "below --fail-under 90 %" in result.errors()[-1].data
+
+
+def test_requirements_are_installed_into_the_projects_interpreter(run_cli, make_project):
+    project = make_project({**PASSING, "requirements.txt": "pytest\n"})
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "--requirements", "requirements.txt"])
+    assert result.code == 0, result.stdout
+    assert "Requirement already satisfied: pytest" in result.stdout
+
+
+def test_a_requirement_that_cannot_install_fails_the_work(run_cli, make_project):
+    project = make_project({**PASSING, "requirements.txt": "./no-such-local-package\n"})
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "-r", "requirements.txt"])
+    assert result.code == 1
+    assert "installing the requirements failed" in result.errors()[-1].data
+
+
+def test_azure_outputs_summary_and_issues(run_cli, make_project):
+    project = make_project(FAILING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY], platform="azure")
+    assert result.code == 1
+    assert result.outputs["failed"] == "3" and Path(result.outputs["junit_xml"]).is_file()
+    issues = [c for c in result.commands if c.name == "task.logissue"]
+    assert len(issues) == 4
+    assert issues[0].properties["linenumber"] == "5"
+    assert "Unit tests failed" in result.summary
+    assert not [c for c in result.commands if c.name not in ("task.logissue", "task.setvariable",
+                                                            "task.uploadsummary", "##group", "##endgroup")]
+
+
+def test_from_junit_reports_an_existing_file(run_cli, make_project, tmp_path):
+    project = make_project(PASSING)
+    report = tmp_path / "other.xml"
+    report.write_text('<testsuite time="1.5"><testcase classname="suite" name="works"/>'
+                      '<testcase classname="suite" name="breaks"><failure message="nope">trace</failure>'
+                      '</testcase></testsuite>')
+    result = run_cli(["unit-tests", "--project", str(project), "--from-junit", str(report)])
+    assert result.code == 1
+    assert result.outputs["failed"] == "1" and result.outputs["duration"] == "1.50"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--project", "/definitely/not/here"], "project directory '/definitely/not/here' does not exist"),
+    (["--python", "python3.99-nonexistent"], "python interpreter 'python3.99-nonexistent' is not on PATH"),
+    (["--python", "/no/such/python"], "python interpreter '/no/such/python' does not exist"),
+    (["--requirements", "missing-reqs.txt"], "cannot read requirements file 'missing-reqs.txt'"),
+    (["--requirements", "tests"], "requirements file 'tests' is a directory"),
+    (["--pytest-args", "'unbalanced"], "cannot split --pytest-args"),
+    (["--from-junit", "BROKEN"], "malformed JUnit XML"),
+    (["--pytest-args", "--no-such-pytest-flag"], "pytest rejected its arguments"),
+])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(run_cli, make_project, tmp_path, args, expected):
+    project = make_project(PASSING)
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<testsuites><testcase")
+    args = [str(broken) if a == "BROKEN" else a for a in args]
+    base = ["unit-tests", "--python", PY] + ([] if "--project" in args else ["--project", str(project)])
+    for platform in ("github", "local"):
+        result = run_cli(base + args, platform=platform)
+        assert result.code == 2, (platform, result.stdout, result.stderr)
+        assert "Traceback" not in result.stdout + result.stderr
+        if platform == "github":
+            errors = result.errors()
+            assert len(errors) == 1 and expected in errors[0].data and "\n" not in errors[0].data
+            assert result.outputs == {}
+        else:
+            lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            assert len(lines) == 1 and expected in lines[0]
+    if "--pytest-args" not in args or "--no-such" not in " ".join(args):
+        assert not (project / ".stackci").exists()
+
+
+def test_missing_pytest_says_how_to_fix(run_cli, make_project, tmp_path):
+    import venv
+    bare = tmp_path / "bare"
+    venv.EnvBuilder(with_pip=False).create(bare)
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", str(bare / "bin" / "python")])
+    assert result.code == 2
+    assert "pytest is not installed" in result.errors()[0].data
+    assert "--requirements" in result.errors()[0].data
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(run_cli, make_project):
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "--dry-run"], platform="local")
+    assert result.code == 0
+    assert "would run" in result.stderr and "-m pytest" in result.stderr
+    assert not (project / ".stackci").exists()
