@@ -553,3 +553,39 @@ def test_tasks_run_concurrently_in_threads(ws):
     assert sorted(results) == list(range(8))
     for i, out in results.items():
         assert (out.result_state, out.notebook_result, out.task_values) == ("SUCCESS", f"result-{i}", {"n": i})
+
+
+def test_pip_magic_installs_into_the_task_environment(ws):
+    build_wheel(ws.local("/Workspace/proj/wheels"), name="pipped", version="1.0")
+    nb = ws.notebook("/Workspace/proj/notebooks/Pip",
+                     "# MAGIC %pip install ../wheels/pipped-1.0-py3-none-any.whl",
+                     "dbutils.library.restartPython()",
+                     "import sys, pipped\nprint('imported', pipped.__file__)\nprint('exe', sys.executable)")
+    out = ws.run({"notebook_task": {"notebook_path": nb}})
+    assert out.result_state == "SUCCESS", (out.error, out.logs)
+    assert "imported" in out.logs
+    exe = out.logs.split("exe ", 1)[1].split("\n", 1)[0]
+    assert exe != sys.executable and "/env/bin/python" in exe  # not the server's interpreter
+    # the server's environment was not touched
+    import importlib.util
+    assert importlib.util.find_spec("pipped") is None
+
+    failing = ws.notebook("/Workspace/proj/notebooks/PipFail", "# MAGIC %pip install surely-not-installed-pkg-xyz")
+    out = ws.run({"notebook_task": {"notebook_path": failing}})
+    assert out.result_state == "FAILED" and "offline" in out.error
+
+
+def test_executor_bug_is_reported_not_raised(ws):
+    def exploding_resolve(path):
+        raise RuntimeError("resolver bug")
+
+    ws.write("/Workspace/ok.py", "print('ok')\n")
+    out = run_task({"task_key": "t", "spark_python_task": {"python_file": "/Workspace/ok.py"}},
+                   resolve_path=exploding_resolve, work_dir=ws.tmp / "bug", job_parameters={}, upstream_values={},
+                   python=sys.executable, timeout=10, cancel=threading.Event())
+    assert out.result_state == "FAILED"  # a resolver failure means the file is not there
+    out = run_task({"task_key": "t", "spark_python_task": {"python_file": "/Workspace/ok.py"}},
+                   resolve_path=ws.resolve, work_dir=ws.tmp / "bug2", job_parameters=None, upstream_values=None,
+                   python="/nonexistent/python", timeout=10, cancel=threading.Event())
+    assert (out.result_state, out.termination_code) == ("FAILED", "INVALID_RUN_CONFIGURATION")
+    assert "/nonexistent/python" in out.error

@@ -139,8 +139,20 @@ def run_task(task: dict, *, resolve_path: Callable[[str], Path], work_dir: Path,
     """Run one task to completion, timeout or cancellation and report what happened.
 
     ``timeout`` of ``None`` or ``<= 0`` means no timeout (``timeout_seconds: 0`` on Databricks). It covers
-    library installation too. Never raises for a problem of the task itself; that is a FAILED outcome.
+    library installation too. Never raises: a problem of the task is a FAILED outcome, and a bug of the
+    executor itself is logged and reported as FAILED / INTERNAL_ERROR so that the orchestrator never hangs.
     """
+    try:
+        return _run_task(task, resolve_path=resolve_path, work_dir=work_dir, job_parameters=job_parameters,
+                         upstream_values=upstream_values, python=python, timeout=timeout, cancel=cancel, env=env)
+    except Exception as exc:  # noqa: BLE001 - the boundary between the executor and the orchestrator
+        log.exception("local task executor failed on task %s", task.get("task_key") if isinstance(task, dict) else "?")
+        return TaskOutcome("FAILED", "INTERNAL_ERROR",
+                           error=f"The stackci local workspace could not run the task: {type(exc).__name__}: {exc}")
+
+
+def _run_task(task, *, resolve_path, work_dir, job_parameters, upstream_values, python, timeout, cancel,
+              env) -> TaskOutcome:
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     task_key = str(task.get("task_key") or "task")
@@ -258,7 +270,7 @@ def _plan_notebook(settings: dict, task_key: str, resolve_path, job_parameters: 
                 continue
             try:
                 target_local = Path(resolve_path(target_ws))
-            except (FileNotFoundError, ValueError, OSError):
+            except Exception:  # noqa: BLE001 - reported by the child when the %run cell is reached
                 continue
             if not target_local.is_file():
                 continue
@@ -351,7 +363,7 @@ def _plan_libraries(task: dict, task_key: str, resolve_path, plan: _Plan) -> Non
 def _resolve_library(resolve_path, path: str, what: str) -> Path:
     try:
         local = Path(resolve_path(path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001
         raise _Reject("LIBRARY_INSTALLATION_ERROR",
                       f"Library installation failed for {what}: {path}: the file does not exist or cannot be read "
                       f"by the local workspace ({exc})") from None
@@ -364,7 +376,8 @@ def _resolve_library(resolve_path, path: str, what: str) -> Path:
 def _resolve_file(resolve_path, ws_path: str, what: str) -> Path:
     try:
         local = Path(resolve_path(ws_path))
-    except (FileNotFoundError, ValueError, OSError):
+    except Exception as exc:  # noqa: BLE001 - any failure to map the path means the file is not there
+        log.debug("resolve_path(%r) failed: %r", ws_path, exc)
         local = None
     if local is None or not local.is_file():
         if what == "notebook":
@@ -429,11 +442,21 @@ def _prepare_env(plan: _Plan, *, python: str, work_dir: Path, child_env: dict, o
     install_log = work_dir / "install.log"
     shutil.rmtree(env_dir, ignore_errors=True)
     steps: list[tuple[str, list[str]]] = []
-    probe = ("import json, os, sys; print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
-             "'path': [p for p in sys.path if p and os.path.isdir(p)]}))")
+    probe = ("import json, os, sys\n"
+             "from importlib import metadata\n"
+             "def have(name):\n"
+             "    try:\n"
+             "        metadata.distribution(name)\n"
+             "        return True\n"
+             "    except Exception:\n"
+             "        return False\n"
+             "print(json.dumps({'version': '%d.%d' % sys.version_info[:2],\n"
+             "                  'path': [p for p in sys.path if p and os.path.isdir(p)],\n"
+             "                  'installed': [n for n in sys.argv[1:] if have(n)]}))\n")
+    wheel_names = [Path(w).name.split("-", 1)[0] for w in plan.wheels]
     try:
-        info = json.loads(subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
-                                         env=child_env, check=True).stdout)
+        info = json.loads(subprocess.run([python, "-c", probe, *wheel_names], capture_output=True, text=True,
+                                         timeout=60, env=child_env, check=True).stdout)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return TaskOutcome("FAILED", "INVALID_RUN_CONFIGURATION",
                            error=f"Cannot start the task's interpreter {python}: {exc}")
@@ -446,10 +469,12 @@ def _prepare_env(plan: _Plan, *, python: str, work_dir: Path, child_env: dict, o
         pip += ["--find-links", folder]
     steps.append(("create the task environment",
                   [python, "-m", "venv", "--system-site-packages", "--without-pip", str(env_dir)]))
-    if plan.wheels:
-        # force the wheels themselves into the task environment even if the same version is importable
-        # from the server's environment; then resolve their dependencies normally
-        steps.append(("install wheels", pip + ["--no-deps", "--force-reinstall"] + [str(w) for w in plan.wheels]))
+    shadowed = [w for w, n in zip(plan.wheels, wheel_names) if n in info.get("installed", [])]
+    if shadowed:
+        # a distribution of the same name is importable from the server's environment: force the wheel
+        # itself into the task environment first (pip leaves the outside copy alone), then resolve the
+        # dependencies normally
+        steps.append(("install wheels", pip + ["--no-deps", "--force-reinstall"] + [str(w) for w in shadowed]))
     if plan.wheels or plan.requirements:
         steps.append(("install libraries", pip + [str(w) for w in plan.wheels] + [str(r) for r in plan.requirements]))
 
