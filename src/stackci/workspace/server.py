@@ -1,0 +1,555 @@
+"""The local workspace: a Databricks-compatible REST server on loopback.
+
+Use it in-process::
+
+    with LocalWorkspace() as ws:
+        w = WorkspaceClient(host=ws.url, token=ws.token)
+
+or as ``stackci workspace serve`` (see :mod:`stackci.workspace.cli`).
+
+Every ``/api/`` call needs ``Authorization: Bearer <token>`` with the token the
+server was started with or one it issued (OAuth M2M, token federation); else
+401 ``UNAUTHENTICATED``. Discovery (``/.well-known/databricks-config``,
+``/oidc/.well-known/oauth-authorization-server``) and ``/oidc/v1/token`` are
+unauthenticated as on a real workspace. ``/stackci-admin/faults`` (GET, PUT,
+DELETE) changes fault injection and only accepts the server's own token.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.parser
+import email.policy
+import ipaddress
+import json
+import logging
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+
+from stackci.errors import ConfigError
+from stackci.workspace.api import ApiError, RawResponse, Request, invalid, typed
+from stackci.workspace.auth import Authenticator, AuthSettings, OAuthError
+from stackci.workspace.faults import FaultInjector, FaultPlan
+from stackci.workspace.files import WorkspaceTree, b64decode_field, parse_path
+from stackci.workspace.jobs import JobsService
+from stackci.workspace.models import Experiments, RegisteredModels
+from stackci.workspace.orchestrator import Orchestrator
+from stackci.workspace.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER = "local-user@stackci.local"
+MAX_BODY = 256 * 1024 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Route:
+    __slots__ = ("method", "pattern", "handler", "auth")
+
+    def __init__(self, method: str, pattern: str, handler: Callable, auth: str = "bearer") -> None:
+        self.method = method
+        self.pattern = re.compile(pattern)
+        self.handler = handler
+        self.auth = auth
+
+
+class LocalWorkspace:
+    """The local workspace server, started on a free loopback port in a thread.
+
+    :param data_dir: where the SQLite database and per-run files live; a temporary
+        directory (removed on stop) when None. State survives a restart with the same dir.
+    :param token: the bearer token clients use; generated (and kept in the data dir) when None.
+    :param host: the address to bind; anything but loopback needs ``force=True``.
+    :param port: 0 = a free port.
+    :param client_id: / :param client_secret: the service principal for OAuth M2M
+        (``client_id`` is also the principal of federated tokens).
+    :param oidc_issuers: issuers whose identity tokens the token exchange accepts.
+    :param oidc_audiences: audiences accepted in those tokens (default: the token endpoint URL).
+    :param faults: a :class:`FaultPlan` (or its dict form) to start with.
+    :param task_runner: replaces ``stackci.workspace.tasks.run_task`` (tests).
+    :param python: the interpreter tasks run with (default: this one).
+    """
+
+    def __init__(self, data_dir: str | Path | None = None, token: str | None = None, *,
+                 host: str = "127.0.0.1", port: int = 0, force: bool = False,
+                 client_id: str | None = None, client_secret: str | None = None,
+                 oidc_issuers: list[str] | tuple[str, ...] = (), oidc_audiences: list[str] | tuple[str, ...] = (),
+                 faults: FaultPlan | dict | None = None, task_runner: Callable | None = None,
+                 python: str | None = None, user_name: str = DEFAULT_USER,
+                 task_env: dict[str, str] | None = None) -> None:
+        if not is_loopback(host) and not force:
+            raise ConfigError(f"refusing to bind {host}: the local workspace only listens on loopback addresses",
+                              hint="use 127.0.0.1, or --allow-remote-bind if you really mean it")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"invalid port {port!r}: use 0 (any free port) to 65535")
+        if token is not None and (not token or any(c.isspace() for c in token)):
+            raise ConfigError("the token must be a non-empty string without spaces")
+        if (client_id is None) != (client_secret is None):
+            raise ConfigError("OAuth M2M needs both a client id and a client secret")
+        self._temp = data_dir is None
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._token = token
+        self.host = host
+        self.port = port
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._issuers = list(oidc_issuers)
+        self._audiences = list(oidc_audiences)
+        if isinstance(faults, dict):
+            faults = FaultPlan.from_dict(faults)
+        self._faults_plan = faults
+        self._task_runner = task_runner
+        self._python = python
+        self._task_env = task_env
+        self.user_name = user_name
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+        self.token = token or ""
+        self.workspace_id = ""
+
+    # ---- life cycle ---------------------------------------------------------
+
+    def start(self) -> LocalWorkspace:
+        if self._httpd is not None:
+            return self
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="stackci-workspace-"))
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.store = Store(self.data_dir / "workspace.sqlite3")
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot use the data directory {self.data_dir}: {exc}") from None
+        self.workspace_id = self.store.get_meta("workspace_id") or ""
+        if not self.workspace_id:
+            self.workspace_id = str(1_000_000_000_000_000 + secrets.randbelow(8_999_999_999_999_999))
+            self.store.set_meta("workspace_id", self.workspace_id)
+        if not self._token:
+            self._token = self.store.get_meta("token") or ("dapi" + secrets.token_hex(16))
+            self.store.set_meta("token", self._token)
+        self.token = self._token
+        try:
+            server_class = _Server6 if ":" in self.host else _Server
+            httpd = server_class((self.host, self.port), _Handler)
+        except OSError as exc:
+            self.store.close()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+        httpd.workspace = self
+        self._httpd = httpd
+        bound_host, bound_port = httpd.server_address[:2]
+        self.port = bound_port
+        shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+        self.url = f"http://{shown}:{bound_port}"
+        self.auth = Authenticator(self.store, AuthSettings(
+            token=self._token, user_name=self.user_name, client_id=self._client_id,
+            client_secret=self._client_secret, accepted_issuers=self._issuers,
+            accepted_audiences=self._audiences))
+        self.faults = FaultInjector(self._faults_plan)
+        self.tree = WorkspaceTree(self.store)
+        self.jobs = JobsService(self.store, host=self.url, workspace_id=self.workspace_id, user_name=self.user_name)
+        recovered = self.jobs.recover()
+        if recovered:
+            log.warning("ended %d run(s) left active by a previous server as INTERNAL_ERROR", recovered)
+        self.orchestrator = Orchestrator(self.jobs, self.tree, self.data_dir / "runs",
+                                         task_runner=self._task_runner, python=self._python,
+                                         task_env=self._task_env)
+        self.jobs.orchestrator = self.orchestrator
+        self.experiments = Experiments(self.store, self.user_name)
+        self.models = RegisteredModels(self.store, self.user_name)
+        self.routes = self._routes()
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="stackci-workspace", daemon=True)
+        self._thread.start()
+        log.info("local workspace listening on %s (data in %s)", self.url, self.data_dir)
+        return self
+
+    def stop(self) -> None:
+        httpd = self._httpd
+        if httpd is None:
+            return
+        self._httpd = None
+        httpd.shutdown()
+        self.orchestrator.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.store.close()
+        if self._temp and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+    def __enter__(self) -> LocalWorkspace:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def set_faults(self, plan: FaultPlan | dict | None) -> None:
+        """Change fault injection (None = no faults)."""
+        if isinstance(plan, dict):
+            plan = FaultPlan.from_dict(plan)
+        self.faults.set_plan(plan or FaultPlan())
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.url}/oidc/v1/token"
+
+    # ---- routes -------------------------------------------------------------
+
+    def _routes(self) -> list[_Route]:
+        r: list[_Route] = [
+            _Route("GET", r"/\.well-known/databricks-config", self._host_metadata, auth="none"),
+            _Route("GET", r"/oidc/\.well-known/oauth-authorization-server", self._oidc_metadata, auth="none"),
+            _Route("GET", r"/api/2\.0/preview/scim/v2/Me", self._me),
+            _Route("GET", r"/stackci-admin/faults", self._faults_get, auth="admin"),
+            _Route("PUT", r"/stackci-admin/faults", self._faults_put, auth="admin"),
+            _Route("POST", r"/stackci-admin/faults", self._faults_put, auth="admin"),
+            _Route("DELETE", r"/stackci-admin/faults", self._faults_delete, auth="admin"),
+        ]
+        j = self.jobs
+        for method, name, handler in (
+            ("POST", "create", j.create), ("POST", "reset", j.reset), ("POST", "update", j.update),
+            ("GET", "get", j.get), ("GET", "list", j.list), ("POST", "delete", j.delete),
+            ("POST", "run-now", j.run_now), ("POST", "runs/submit", j.submit), ("GET", "runs/get", j.get_run),
+            ("GET", "runs/get-output", j.get_output), ("POST", "runs/cancel", j.cancel),
+            ("POST", "runs/cancel-all", j.cancel_all), ("GET", "runs/list", j.list_runs),
+            ("POST", "runs/delete", j.delete_run),
+        ):
+            r.append(_Route(method, rf"/api/2\.[12]/jobs/{re.escape(name)}", handler))
+        r += [
+            _Route("POST", r"/api/2\.0/workspace/mkdirs", self._ws_mkdirs),
+            _Route("POST", r"/api/2\.0/workspace/import", self._ws_import),
+            _Route("GET", r"/api/2\.0/workspace/export", self._ws_export),
+            _Route("GET", r"/api/2\.0/workspace/get-status", self._ws_get_status),
+            _Route("GET", r"/api/2\.0/workspace/list", self._ws_list),
+            _Route("POST", r"/api/2\.0/workspace/delete", self._ws_delete),
+            _Route("POST", r"/api/2\.0/workspace-files/import-file/(?P<path>.+)", self._ws_import_file),
+        ]
+        e = self.experiments
+        for method, name, handler in (
+            ("POST", "create", e.create), ("GET", "get", e.get), ("GET", "get-by-name", e.get_by_name),
+            ("POST", "update", e.update), ("POST", "delete", e.delete), ("POST", "restore", e.restore),
+            ("POST", "search", e.search), ("GET", "search", e.search), ("GET", "list", e.search),
+        ):
+            r.append(_Route(method, rf"/api/2\.0/mlflow/experiments/{re.escape(name)}", handler))
+        m = self.models
+        base = r"/api/2\.1/unity-catalog/models"
+        fn = r"(?P<full_name>[^/]+)"
+        r += [
+            _Route("POST", base, m.create), _Route("GET", base, m.list),
+            _Route("GET", rf"{base}/{fn}", m.get), _Route("PATCH", rf"{base}/{fn}", m.update),
+            _Route("DELETE", rf"{base}/{fn}", m.delete),
+            _Route("GET", rf"{base}/{fn}/versions", m.list_versions),
+            _Route("POST", rf"{base}/{fn}/versions", m.create_version),
+            _Route("GET", rf"{base}/{fn}/versions/(?P<version>[^/]+)", m.get_version),
+            _Route("PATCH", rf"{base}/{fn}/versions/(?P<version>[^/]+)", m.update_version),
+            _Route("DELETE", rf"{base}/{fn}/versions/(?P<version>[^/]+)", m.delete_version),
+            _Route("PUT", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.set_alias),
+            _Route("GET", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.get_by_alias),
+            _Route("DELETE", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.delete_alias),
+        ]
+        return r
+
+    # ---- discovery and identity --------------------------------------------
+
+    def _host_metadata(self, req: Request) -> dict:
+        return {"oidc_endpoint": f"{self.url}/oidc", "workspace_id": self.workspace_id}
+
+    def _oidc_metadata(self, req: Request) -> dict:
+        base = f"{self.url}/oidc"
+        return {
+            "issuer": base, "authorization_endpoint": f"{base}/v1/authorize",
+            "token_endpoint": f"{base}/v1/token", "jwks_uri": f"{base}/jwks.json",
+            "grant_types_supported": ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"],
+            "response_types_supported": ["code"], "scopes_supported": ["all-apis", "offline_access"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        }
+
+    def _me(self, req: Request) -> dict:
+        principal = req.principal or self.user_name
+        is_sp = principal == self._client_id
+        ident = str(int.from_bytes(principal.encode()[:6].ljust(6, b"\0"), "big"))
+        doc = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "id": ident, "userName": principal, "active": True,
+            "displayName": "stackci local service principal" if is_sp else "Local User",
+            "groups": [{"display": "admins", "type": "direct", "value": "1"},
+                       {"display": "users", "type": "direct", "value": "2"}],
+        }
+        if not is_sp:
+            doc["emails"] = [{"value": principal, "type": "work", "primary": True}]
+        return doc
+
+    # ---- faults admin -------------------------------------------------------
+
+    def _faults_get(self, req: Request) -> dict:
+        return self.faults.status()
+
+    def _faults_put(self, req: Request) -> dict:
+        try:
+            self.faults.set_plan(FaultPlan.from_dict(req.json()))
+        except ConfigError as exc:
+            raise invalid(exc.message) from None
+        return self.faults.status()
+
+    def _faults_delete(self, req: Request) -> dict:
+        self.faults.set_plan(FaultPlan())
+        return self.faults.status()
+
+    # ---- workspace ----------------------------------------------------------
+
+    def _ws_mkdirs(self, req: Request) -> dict:
+        self.tree.mkdirs(parse_path(req.json().get("path")))
+        return {}
+
+    def _ws_import(self, req: Request) -> dict:
+        ctype = req.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            fields = _multipart(ctype, req.body)
+            content = fields.get("content", b"")
+            text = {k: v.decode("utf-8", "replace") for k, v in fields.items() if k != "content"}
+            path = parse_path(text.get("path"))
+            overwrite = text.get("overwrite", "false").lower() == "true"
+            self.tree.import_object(path, content, text.get("format"), text.get("language"), overwrite)
+            return {}
+        body = req.json()
+        path = parse_path(body.get("path"))
+        raw = typed(body, "content", str, default="")
+        fmt = typed(body, "format", str)
+        language = typed(body, "language", str)
+        overwrite = typed(body, "overwrite", bool, default=False)
+        self.tree.import_object(path, b64decode_field(raw), fmt, language, overwrite)
+        return {}
+
+    def _ws_export(self, req: Request):
+        path = parse_path(req.arg("path"))
+        content, file_type = self.tree.export(path, req.arg("format"))
+        if req.bool_arg("direct_download"):
+            return RawResponse(content)
+        return {"content": base64.b64encode(content).decode(), "file_type": file_type}
+
+    def _ws_get_status(self, req: Request) -> dict:
+        return self.tree.get_status(parse_path(req.arg("path")))
+
+    def _ws_list(self, req: Request) -> dict:
+        objects = self.tree.list(parse_path(req.arg("path")))
+        return {"objects": objects} if objects else {}
+
+    def _ws_delete(self, req: Request) -> dict:
+        body = req.json()
+        path = parse_path(body.get("path"))
+        self.tree.delete(path, typed(body, "recursive", bool, default=False))
+        return {}
+
+    def _ws_import_file(self, req: Request) -> dict:
+        raw = "/" + urllib.parse.unquote(req.match["path"]).lstrip("/")
+        overwrite = req.bool_arg("overwrite")
+        self.tree.import_file(parse_path(raw), req.body, overwrite)
+        return {}
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
+    parser = email.parser.BytesParser(policy=email.policy.HTTP)
+    msg = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not msg.is_multipart():
+        raise invalid("The multipart body of the request could not be parsed")
+    fields: dict[str, bytes] = {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            fields[str(name)] = part.get_payload(decode=True) or b""
+    return fields
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    workspace: LocalWorkspace
+
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            total = 0
+            while True:
+                line = self.rfile.readline(65537)
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                total += size
+                if total > MAX_BODY:
+                    raise ApiError(413, "REQUEST_ENTITY_TOO_LARGE", "The request body is too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ApiError(413, "REQUEST_ENTITY_TOO_LARGE", "The request body is too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        ws = self.server.workspace
+        parsed = urllib.parse.urlsplit(self.path)
+        path = parsed.path
+        extra_headers: dict[str, str] = {}
+        try:
+            try:
+                body = self._read_body()
+            except ValueError:
+                self.close_connection = True
+                raise ApiError(400, "MALFORMED_REQUEST", "The request body could not be read") from None
+            if not path.startswith("/stackci-admin/"):
+                fault = ws.faults.draw(path)
+                if fault == "drop":
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return
+                if fault == "latency":
+                    time.sleep(ws.faults.plan.latency_ms / 1000.0)
+                elif fault == "429":
+                    raise ApiError(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests (injected by stackci faults).",
+                                   headers={"Retry-After": str(ws.faults.plan.retry_after)})
+                elif fault == "503":
+                    raise ApiError(503, "TEMPORARILY_UNAVAILABLE", "The service is temporarily unavailable "
+                                   "(injected by stackci faults).",
+                                   headers={"Retry-After": str(ws.faults.plan.retry_after)})
+            query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if path == "/oidc/v1/token":
+                if self.command != "POST":
+                    raise ApiError(405, "METHOD_NOT_ALLOWED", "Use POST for the token endpoint")
+                self._token(ws, body, headers)
+                return
+            if path.startswith("/api/"):
+                extra_headers["X-Databricks-Org-Id"] = ws.workspace_id
+            route, match, allowed = self._route(ws, path)
+            principal = None
+            needs = route.auth if route else ("bearer" if path.startswith("/api/") else "none")
+            if needs != "none":
+                principal = self._authenticate(ws, headers, admin=needs == "admin")
+            if route is None:
+                if allowed:
+                    raise ApiError(405, "METHOD_NOT_ALLOWED",
+                                   f"{self.command} is not allowed for {path}; use {', '.join(sorted(allowed))}")
+                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{self.command} {path}'")
+            req = Request(method=self.command, path=path, query=query, headers=headers, body=body,
+                          principal=principal, match={k: urllib.parse.unquote(v) for k, v in match.items()})
+            result = route.handler(req)
+            if isinstance(result, RawResponse):
+                self._send(result.status, result.body, result.content_type, {**extra_headers, **result.headers})
+            else:
+                self._send_json(200, result, extra_headers)
+        except ApiError as err:
+            self._send_json(err.status, err.body(), {**extra_headers, **err.headers})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # never a traceback to the client
+            log.exception("local workspace: %s %s failed", self.command, path)
+            self._send_json(500, {"error_code": "INTERNAL_ERROR",
+                                  "message": f"Internal error of the local workspace: {exc.__class__.__name__}"},
+                            extra_headers)
+
+    def _route(self, ws: LocalWorkspace, path: str):
+        allowed = set()
+        for route in ws.routes:
+            m = route.pattern.fullmatch(path)
+            if m is None:
+                continue
+            if route.method == self.command or (self.command == "HEAD" and route.method == "GET"):
+                return route, m.groupdict(), allowed
+            allowed.add(route.method)
+        return None, {}, allowed
+
+    def _authenticate(self, ws: LocalWorkspace, headers: dict[str, str], *, admin: bool) -> str:
+        value = headers.get("authorization", "")
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "UNAUTHENTICATED",
+                           "Credential was not sent or was of an unsupported type for this API.")
+        token = token.strip()
+        if admin:
+            if not secrets.compare_digest(token, ws.token):
+                raise ApiError(403, "PERMISSION_DENIED", "Only the token the server was started with may "
+                               "change fault injection.")
+            return ws.user_name
+        principal = ws.auth.principal_for(token)
+        if principal is None:
+            raise ApiError(401, "UNAUTHENTICATED", "Invalid access token.")
+        return principal
+
+    def _token(self, ws: LocalWorkspace, body: bytes, headers: dict[str, str]) -> None:
+        form = {k: v[-1] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace"),
+                                                            keep_blank_values=True).items()}
+        basic = None
+        value = headers.get("authorization", "")
+        if value.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(value[6:].strip()).decode()
+                user, _, password = decoded.partition(":")
+                basic = (urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password))
+            except (ValueError, UnicodeDecodeError):
+                self._send_json(401, {"error": "invalid_client", "error_description": "Malformed Basic credentials"})
+                return
+        try:
+            answer = ws.auth.token_endpoint(form, basic, ws.token_endpoint)
+        except OAuthError as err:
+            self._send_json(err.status, err.body())
+            return
+        self._send_json(200, answer, {"Cache-Control": "no-store"})
+
+    def _send_json(self, status: int, doc: dict, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(doc).encode(), "application/json", headers)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
