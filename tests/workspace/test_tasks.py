@@ -187,7 +187,8 @@ def test_missing_widget_fails_with_input_widget_not_defined(ws):
 def test_notebook_exit_value_stops_the_notebook(ws):
     nb = ws.notebook("/Workspace/nb/Exit",
                      "import json\nprint('running')",
-                     "try:\n    dbutils.notebook.exit(json.dumps({'auc': 0.9}))\nexcept Exception:\n    print('swallowed')",
+                     "try:\n    dbutils.notebook.exit(json.dumps({'auc': 0.9}))\n"
+                     "except Exception:\n    print('swallowed')",
                      "print('after exit')\nraise RuntimeError('must not run')")
     out = ws.run({"notebook_task": {"notebook_path": nb}})
     assert out.result_state == "SUCCESS", out.error_trace

@@ -338,7 +338,8 @@ class _FileInfo(tuple):
         return not self.isDir()
 
     def __repr__(self):
-        return f"FileInfo(path={self.path!r}, name={self.name!r}, size={self.size}, modificationTime={self.modificationTime})"
+        return (f"FileInfo(path={self.path!r}, name={self.name!r}, size={self.size}, "
+                f"modificationTime={self.modificationTime})")
 
 
 class _Fs:

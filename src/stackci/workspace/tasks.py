@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 LOG_TAIL_BYTES = 5 * 1024 * 1024
 #: ... and the first 5 MB of the value given to dbutils.notebook.exit().
 NOTEBOOK_RESULT_MAX_BYTES = 5 * 1024 * 1024
+#: error_trace keeps the end of a (pathologically) long traceback.
+ERROR_TRACE_MAX_CHARS = 1024 * 1024
 #: Seconds between SIGTERM and SIGKILL when a task is cancelled or times out.
 KILL_GRACE_SECONDS = 0.5
 #: How often the supervisor looks at the cancel event and the deadline.
@@ -212,7 +214,8 @@ def _plan(task: dict, task_key: str, resolve_path, job_parameters: dict, upstrea
                       f"Task {task_key} has no task type; one of {', '.join(SUPPORTED_TASK_TYPES)} is required")
     if len(kinds) > 1:
         raise _Reject("INVALID_RUN_CONFIGURATION",
-                      f"Task {task_key} has more than one task type ({', '.join(sorted(kinds))}); exactly one is allowed")
+                      f"Task {task_key} has more than one task type ({', '.join(sorted(kinds))}); "
+                      f"exactly one is allowed")
     kind = kinds[0]
     if kind not in SUPPORTED_TASK_TYPES:
         raise _Reject("INVALID_RUN_CONFIGURATION",
@@ -561,7 +564,8 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 # --------------------------------------------------------------------------- outcome
 
-def _outcome(how: str, returncode: int, log_path: Path, result_path: Path, timeout, *, is_notebook: bool) -> TaskOutcome:
+def _outcome(how: str, returncode: int, log_path: Path, result_path: Path, timeout, *,
+             is_notebook: bool) -> TaskOutcome:
     logs, truncated = _tail(log_path, LOG_TAIL_BYTES)
     result = _read_result(result_path)
     values = result.get("task_values") if isinstance(result.get("task_values"), dict) else {}
@@ -577,6 +581,8 @@ def _outcome(how: str, returncode: int, log_path: Path, result_path: Path, timeo
                            notebook_result=notebook_result, notebook_truncated=nb_truncated, task_values=values)
     error = result.get("error")
     trace = result.get("error_trace")
+    if isinstance(trace, str) and len(trace) > ERROR_TRACE_MAX_CHARS:
+        trace = "...\n" + trace[-ERROR_TRACE_MAX_CHARS:]
     if not error:
         if returncode < 0:
             try:
