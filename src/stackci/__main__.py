@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -18,7 +17,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subproce
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None, *, app=None) -> int:
+def main(argv: list[str] | None = None, *, app=None) -> int:
     import click
 
     from .cli import cli
@@ -70,7 +69,25 @@ def main(argv: Sequence[str] | None = None, *, app=None) -> int:
     return code
 
 
+def _fast_path(argv: list[str]) -> bool:
+    """Answer ``--help`` and ``--version`` without importing click (see commands.py)."""
+    if list(argv) in (["--help"], ["-h"]):
+        from .commands import root_help
+
+        sys.stdout.write(root_help())
+        return True
+    if list(argv) == ["--version"]:
+        from . import __version__
+
+        sys.stdout.write(f"stackci {__version__}\n")
+        return True
+    return False
+
+
 def run() -> None:
+    if _fast_path(sys.argv[1:]):
+        sys.stdout.flush()
+        sys.exit(EXIT_OK)
     sys.exit(main())
 
 

@@ -4,37 +4,15 @@ imported only when that subcommand runs (``stackci --help`` stays fast)."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import click
 
 from . import __version__
-
-#: subcommand -> (module:attribute, one-line help). Modules load lazily.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "unit-tests": ("stackci.unit_tests:command",
-                   "Run the project's pytest suite, publish JUnit, annotate failures."),
-    "workspace": ("stackci.workspace.cli:workspace",
-                  "The local workspace: a Databricks-compatible REST server on loopback."),
-}
-
+from .commands import COMMANDS, MAX_CONTENT_WIDTH, ROOT_HELP, VERBOSE_HELP, available
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._available()))
-
-    @staticmethod
-    def _available() -> list[str]:
-        names = []
-        for name, (target, _) in COMMANDS.items():
-            module = target.split(":")[0]
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except ModuleNotFoundError:
-                found = False
-            if found:
-                names.append(name)
-        return names
+        return sorted(set(super().list_commands(ctx)) | set(available()))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
@@ -56,19 +34,14 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"],
-                                               "max_content_width": 100})
+@click.group(cls=LazyGroup, help=ROOT_HELP, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": MAX_CONTENT_WIDTH})
 @click.version_option(__version__, "--version", prog_name="stackci", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, envvar="STACKCI_VERBOSE",
-              help="Debug logging, and tracebacks for unexpected errors.  [env: STACKCI_VERBOSE]")
+              help=VERBOSE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
-    """stackci: CI/CD building blocks for MLOps Stacks projects on Databricks.
-
-    Every option can also be given as an environment variable STACKCI_<OPTION>
-    (e.g. --project is STACKCI_PROJECT), which is how the GitHub actions and Azure
-    templates pass their inputs.
-    """
+    # the help text is commands.ROOT_HELP, shared with the click-free fast path
     from . import log
     from .context import App
 

@@ -91,3 +91,25 @@ def test_sigterm_and_sigint_exit_130(make_project):
         assert time.monotonic() - started < 7.5
         assert "interrupted" in err
         assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("columns", ["50", "72", "80", "100", "160"])
+def test_fast_help_is_the_click_help(columns):
+    """`stackci --help` is answered without click; its text must be what click renders."""
+    env = dict(os.environ, COLUMNS=columns)
+    fast = subprocess.run([sys.executable, "-m", "stackci", "--help"], capture_output=True, text=True, env=env)
+    slow = subprocess.run([sys.executable, "-c", "import sys\nfrom stackci.__main__ import main\n"
+                           "sys.exit(main(['--help']))"], capture_output=True, text=True, env=env)
+    assert fast.returncode == slow.returncode == 0
+    assert fast.stdout == slow.stdout
+    assert "unit-tests" in fast.stdout and "Commands:" in fast.stdout
+
+
+def test_help_and_version_do_not_import_click():
+    code = ("import sys\nsys.argv = ['stackci', '--help']\nfrom stackci import __main__ as m\n"
+            "assert m._fast_path(['--help']) and m._fast_path(['--version'])\n"
+            "assert not m._fast_path(['unit-tests', '--help'])\n"
+            "print('CLICK', 'click' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "CLICK False" in result.stdout

@@ -1,0 +1,138 @@
+"""The shipped YAML (actions, Azure templates, example workflows) against the tools
+and the house rules: zizmor finds nothing, every file validates against its schema,
+and no expression or macro is ever expanded inside a script body."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+ACTIONS = sorted([ROOT / "action.yml", *ROOT.glob("actions/*/action.yml")])
+WORKFLOWS = sorted(ROOT.glob("examples/github/workflows/*.yml"))
+AZURE = sorted(p for p in ROOT.glob("azure-pipelines/**/*.yml"))
+AZURE += sorted(ROOT.glob("examples/azure/*.yml"))
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    assert found, f"{name} is part of the test extra; install with: pip install '.[test]'"
+    return found
+
+
+def _rel(paths):
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+def test_there_is_something_to_check():
+    assert ROOT / "action.yml" in ACTIONS
+    assert ROOT / "actions" / "unit-tests" / "action.yml" in ACTIONS
+    assert WORKFLOWS, "examples/github/workflows holds at least one workflow"
+    assert ROOT / "azure-pipelines" / "steps" / "unit-tests.yml" in AZURE
+
+
+def test_zizmor_offline_finds_nothing():
+    proc = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "--config", "zizmor.yml",
+                           *_rel(ACTIONS + WORKFLOWS)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No findings" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("schema, files", [
+    ("vendor.github-actions", ACTIONS),
+    ("vendor.github-workflows", WORKFLOWS),
+])
+def test_github_files_match_their_schema(schema, files):
+    proc = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", schema, *_rel(files)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_azure_templates_match_the_azure_pipelines_schema():
+    proc = subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.azure-pipelines",
+                           "--data-transform", "azure-pipelines", *_rel(AZURE)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- house rules the tools do not know -------------------------------------------------
+
+GITHUB_EXPR = re.compile(r"\$\{\{")
+# Azure: $(macro), ${{ template expression }}, $[ runtime expression ]. Shell command
+# substitution "$(cmd ...)" is indistinguishable from a macro, so script bodies use `...`
+# never; they read everything from environment variables.
+AZURE_EXPANSION = re.compile(r"\$\(|\$\{\{|\$\[")
+
+
+def _github_steps(doc):
+    if isinstance(doc.get("runs"), dict):
+        yield from doc["runs"].get("steps") or []
+    for job in (doc.get("jobs") or {}).values():
+        yield from (job or {}).get("steps") or []
+
+
+def _azure_steps(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("script", "bash", "pwsh", "powershell") and isinstance(value, str):
+                yield key, value, node
+            elif key == "inputs" and isinstance(value, dict) and node.get("task", "").startswith(
+                    ("Bash@", "PowerShell@", "CmdLine@", "PythonScript@")):
+                for field in ("script", "inline", "filePath", "arguments", "scriptSource"):
+                    if isinstance(value.get(field), str):
+                        yield f"{node['task']}.{field}", value[field], node
+            else:
+                yield from _azure_steps(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _azure_steps(item)
+
+
+@pytest.mark.parametrize("path", ACTIONS + WORKFLOWS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_expression_inside_github_run_blocks(path):
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    runs = [step["run"] for step in _github_steps(doc) if isinstance(step, dict) and "run" in step]
+    assert runs or path.name != "action.yml" or doc["runs"].get("using") != "composite"
+    for body in runs:
+        assert not GITHUB_EXPR.search(body), f"{path.name}: pass inputs through env:, not inline:\n{body}"
+
+
+@pytest.mark.parametrize("path", AZURE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_macro_or_expression_inside_azure_scripts(path):
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    bodies = list(_azure_steps(doc))
+    for key, body, _step in bodies:
+        assert not AZURE_EXPANSION.search(body), f"{path.name} {key}: pass values through env:, not inline:\n{body}"
+
+
+def test_the_rule_checkers_catch_violations():
+    """The checks above are not vacuous: a bad step is flagged by the same code."""
+    bad_github = yaml.safe_load("runs:\n  using: composite\n  steps:\n"
+                                "    - run: echo '${{ inputs.x }}'\n      shell: bash\n")
+    assert any(GITHUB_EXPR.search(s["run"]) for s in _github_steps(bad_github))
+    bad_azure = yaml.safe_load("steps:\n- bash: echo $(param)\n- task: Bash@3\n  inputs:\n"
+                               "    targetType: inline\n    script: echo ${{ parameters.p }}\n")
+    found = [AZURE_EXPANSION.search(body) is not None for _k, body, _s in _azure_steps(bad_azure)]
+    assert found == [True, True]
+
+
+@pytest.mark.parametrize("path", ACTIONS + WORKFLOWS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_third_party_actions_are_pinned_by_sha(path):
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    uses = [s["uses"] for s in _github_steps(doc) if isinstance(s, dict) and "uses" in s]
+    for ref in uses:
+        if ref.startswith(("./", "OWNER/stackci/", "OWNER/stackci@")):
+            continue
+        assert re.search(r"@[0-9a-f]{40}$", ref), f"{path.name}: pin {ref} to a full commit SHA"
