@@ -23,11 +23,14 @@ import binascii
 import json
 import secrets
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 from stackci.workspace.store import Store
 
 TOKEN_LIFETIME = 3600
+#: tolerated clock difference for nbf of exchanged tokens, seconds
+CLOCK_SKEW = 30
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPES = ("urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token")
 
@@ -47,31 +50,65 @@ class AuthSettings:
 
 
 class OAuthError(Exception):
-    """An RFC 6749 error answer of the token endpoint."""
+    """An RFC 6749 §5.2 error answer of the token endpoint: ``{"error", "error_description"}``."""
 
-    def __init__(self, status: int, error: str, description: str) -> None:
+    def __init__(self, status: int, error: str, description: str, *, basic_challenge: bool = False) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
+        #: the client tried HTTP Basic: a 401 then carries ``WWW-Authenticate: Basic`` (RFC 6749 §5.2)
+        self.basic_challenge = basic_challenge
 
     def body(self) -> dict:
         return {"error": self.error, "error_description": self.description}
+
+    def headers(self) -> dict[str, str]:
+        if self.status == 401 and self.basic_challenge:
+            return {"WWW-Authenticate": 'Basic realm="stackci local workspace"'}
+        return {}
+
+
+def _bad_subject(description: str) -> OAuthError:
+    # RFC 8693 §2.2.2: an invalid or unacceptable subject_token is ``invalid_request``.
+    return OAuthError(400, "invalid_request", description)
 
 
 def decode_jwt(token: str) -> dict:
     """The claims of a JWT, without verifying its signature (see the module docstring)."""
     parts = token.split(".")
-    if len(parts) != 3:
-        raise OAuthError(400, "invalid_request", "subject_token is not a JWT")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise _bad_subject("subject_token is not a JWT (expected header.payload.signature)")
     try:
-        payload = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = json.loads(base64.urlsafe_b64decode(payload))
+        json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, binascii.Error):
-        raise OAuthError(400, "invalid_request", "subject_token is not a valid JWT") from None
+        raise _bad_subject("subject_token is not a valid JWT: its header or payload is not base64url JSON") from None
     if not isinstance(claims, dict):
-        raise OAuthError(400, "invalid_request", "subject_token claims are not an object")
+        raise _bad_subject("subject_token claims are not a JSON object")
     return claims
+
+
+def parse_basic(value: str) -> tuple[str, str] | None:
+    """``(client_id, client_secret)`` of an ``Authorization: Basic`` header, None if malformed."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if ":" not in decoded:
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def _same(given: str | None, expected: str) -> bool:
+    """Compare a credential as sent, or form-urlencoded as RFC 6749 §2.3.1 asks (requests does not encode)."""
+    if given is None:
+        return False
+    if secrets.compare_digest(given.encode(), expected.encode()):
+        return True
+    decoded = urllib.parse.unquote_plus(given)
+    return decoded != given and secrets.compare_digest(decoded.encode(), expected.encode())
 
 
 class Authenticator:
@@ -81,21 +118,25 @@ class Authenticator:
 
     def principal_for(self, token: str) -> str | None:
         """The user or service principal a bearer token belongs to, or None."""
-        if token and secrets.compare_digest(token, self.settings.token):
+        if token and secrets.compare_digest(token.encode(), self.settings.token.encode()):
             return self.settings.user_name
         rows = self.store.query("SELECT principal, expires_at FROM tokens WHERE token = ?", (token,))
         if not rows:
             return None
         principal, expires_at = rows[0]
-        if expires_at is not None and expires_at < time.time():
+        if expires_at is not None and expires_at <= time.time():
             return None
         return principal
 
-    def issue(self, principal: str, lifetime: int = TOKEN_LIFETIME) -> dict:
+    def issue(self, principal: str, lifetime: int | None = None, scope: str = "all-apis") -> dict:
+        lifetime = TOKEN_LIFETIME if lifetime is None else max(1, int(lifetime))
         token = "dsl" + secrets.token_hex(24)
-        self.store.execute("INSERT INTO tokens (token, principal, expires_at) VALUES (?, ?, ?)",
-                           (token, principal, int(time.time()) + lifetime))
-        return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime, "scope": "all-apis"}
+        now = time.time()
+        with self.store.transaction():
+            self.store.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+            self.store.execute("INSERT INTO tokens (token, principal, expires_at) VALUES (?, ?, ?)",
+                               (token, principal, now + lifetime))
+        return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime, "scope": scope}
 
     def token_endpoint(self, form: dict[str, str], basic: tuple[str, str] | None, token_url: str) -> dict:
         grant = form.get("grant_type", "")
@@ -103,49 +144,66 @@ class Authenticator:
         client_secret = form.get("client_secret")
         if basic is not None:
             client_id, client_secret = basic
+        scope = " ".join(form.get("scope", "").split()) or "all-apis"
         if grant == "client_credentials":
             s = self.settings
+            challenge = basic is not None
+            if client_id is None:
+                raise OAuthError(401, "invalid_client", "Client authentication is required: send the client id "
+                                 "and secret with HTTP Basic", basic_challenge=challenge)
             if not s.client_id or not s.client_secret:
-                raise OAuthError(401, "invalid_client", "OAuth M2M is not configured on this workspace")
-            if client_id != s.client_id or not secrets.compare_digest(client_secret or "", s.client_secret):
-                raise OAuthError(401, "invalid_client", "Client authentication failed")
-            return self.issue(s.client_id)
+                raise OAuthError(401, "invalid_client", f"OAuth application with client_id {client_id!r} is not "
+                                 "available in this workspace (start it with --client-id and --client-secret)",
+                                 basic_challenge=challenge)
+            if not _same(client_id, s.client_id) or not _same(client_secret, s.client_secret):
+                raise OAuthError(401, "invalid_client", "Client authentication failed: unknown client id or "
+                                 "wrong secret", basic_challenge=challenge)
+            return self.issue(s.client_id, scope=scope)
         if grant == TOKEN_EXCHANGE:
-            return self._exchange(form, client_id, token_url)
+            return self._exchange(form, client_id, token_url, scope)
         if not grant:
             raise OAuthError(400, "invalid_request", "grant_type is required")
-        raise OAuthError(400, "unsupported_grant_type", f"grant_type {grant} is not supported")
+        raise OAuthError(400, "unsupported_grant_type",
+                         f"grant_type {grant} is not supported; use client_credentials or {TOKEN_EXCHANGE}")
 
-    def _exchange(self, form: dict[str, str], client_id: str | None, token_url: str) -> dict:
+    def _exchange(self, form: dict[str, str], client_id: str | None, token_url: str, scope: str) -> dict:
         s = self.settings
         subject = form.get("subject_token")
         if not subject:
             raise OAuthError(400, "invalid_request", "subject_token is required")
         if form.get("subject_token_type") not in JWT_TYPES:
             raise OAuthError(400, "invalid_request",
-                             f"subject_token_type {form.get('subject_token_type')} is not supported")
+                             f"subject_token_type {form.get('subject_token_type')} is not supported; "
+                             f"use {JWT_TYPES[0]}")
         if not s.accepted_issuers:
-            raise OAuthError(400, "invalid_request", "Token federation is not configured on this workspace")
+            raise OAuthError(400, "invalid_request", "Token federation is not configured on this workspace "
+                             "(start it with --oidc-issuer)")
         claims = decode_jwt(subject)
         issuer = claims.get("iss")
         if issuer not in s.accepted_issuers:
-            raise OAuthError(401, "invalid_grant", f"Issuer {issuer} is not trusted by any federation policy")
+            raise _bad_subject(f"Issuer {issuer!r} of the subject_token is not trusted by any federation policy "
+                               f"(trusted: {', '.join(s.accepted_issuers)})")
         audiences = claims.get("aud")
-        audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+        audiences = [audiences] if isinstance(audiences, str) else audiences
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise _bad_subject("The aud claim of the subject_token must be a string or a list of strings")
         accepted = s.accepted_audiences or [token_url]
         if not any(a in accepted for a in audiences):
-            raise OAuthError(401, "invalid_grant", f"Audience {audiences} is not accepted; expected one of {accepted}")
+            raise _bad_subject(f"Audience {audiences} of the subject_token is not accepted; "
+                               f"expected one of {accepted}")
         now = time.time()
         exp = claims.get("exp")
-        if not isinstance(exp, (int, float)) or exp < now:
-            raise OAuthError(401, "invalid_grant", "subject_token has expired or has no exp claim")
+        if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+            raise _bad_subject("The subject_token has no numeric exp claim")
+        if exp <= now:
+            raise _bad_subject(f"The subject_token has expired ({int(now - exp)} s ago)")
         nbf = claims.get("nbf")
-        if isinstance(nbf, (int, float)) and nbf > now + 60:
-            raise OAuthError(401, "invalid_grant", "subject_token is not valid yet")
+        if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) and nbf > now + CLOCK_SKEW:
+            raise _bad_subject("The subject_token is not valid yet (nbf is in the future)")
         principal = client_id or s.client_id
         if not principal:
             raise OAuthError(400, "invalid_request", "client_id is required for token federation")
         if s.client_id and principal != s.client_id:
-            raise OAuthError(401, "invalid_client", f"No federation policy for client {principal}")
-        lifetime = int(max(60, min(TOKEN_LIFETIME, exp - now)))
-        return self.issue(principal, lifetime)
+            raise OAuthError(401, "invalid_client", f"No federation policy for client_id {principal!r}")
+        # the workspace token never outlives the federated token it was exchanged for
+        return self.issue(principal, min(TOKEN_LIFETIME, exp - now), scope=scope)

@@ -38,7 +38,7 @@ from typing import Callable
 
 from stackci.errors import ConfigError
 from stackci.workspace.api import ApiError, RawResponse, Request, invalid, typed
-from stackci.workspace.auth import Authenticator, AuthSettings, OAuthError
+from stackci.workspace.auth import Authenticator, AuthSettings, OAuthError, parse_basic
 from stackci.workspace.faults import FaultInjector, FaultPlan
 from stackci.workspace.files import WorkspaceTree, b64decode_field, parse_path
 from stackci.workspace.jobs import JobsService
@@ -457,8 +457,6 @@ class _Handler(BaseHTTPRequestHandler):
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(parsed.query, keep_blank_values=True).items()}
             headers = {k.lower(): v for k, v in self.headers.items()}
             if path == "/oidc/v1/token":
-                if self.command != "POST":
-                    raise ApiError(405, "METHOD_NOT_ALLOWED", "Use POST for the token endpoint")
                 self._token(ws, body, headers)
                 return
             if path.startswith("/api/"):
@@ -519,24 +517,28 @@ class _Handler(BaseHTTPRequestHandler):
         return principal
 
     def _token(self, ws: LocalWorkspace, body: bytes, headers: dict[str, str]) -> None:
+        """``POST /oidc/v1/token``: answers and errors in the OAuth shape, never ``error_code``."""
+        if self.command != "POST":
+            self._send_json(405, {"error": "invalid_request", "error_description": "Use POST for the token endpoint"},
+                            {"Allow": "POST"})
+            return
         form = {k: v[-1] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace"),
                                                             keep_blank_values=True).items()}
         basic = None
         value = headers.get("authorization", "")
-        if value.lower().startswith("basic "):
-            try:
-                decoded = base64.b64decode(value[6:].strip()).decode()
-                user, _, password = decoded.partition(":")
-                basic = (urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password))
-            except (ValueError, UnicodeDecodeError):
-                self._send_json(401, {"error": "invalid_client", "error_description": "Malformed Basic credentials"})
+        if value[:6].lower() == "basic ":
+            basic = parse_basic(value[6:])
+            if basic is None:
+                err = OAuthError(401, "invalid_client", "Malformed HTTP Basic client credentials",
+                                 basic_challenge=True)
+                self._send_json(err.status, err.body(), err.headers())
                 return
         try:
             answer = ws.auth.token_endpoint(form, basic, ws.token_endpoint)
         except OAuthError as err:
-            self._send_json(err.status, err.body())
+            self._send_json(err.status, err.body(), {"Cache-Control": "no-store", **err.headers()})
             return
-        self._send_json(200, answer, {"Cache-Control": "no-store"})
+        self._send_json(200, answer, {"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     def _send_json(self, status: int, doc: dict, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(doc).encode(), "application/json", headers)
