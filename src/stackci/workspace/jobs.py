@@ -354,7 +354,8 @@ class JobsService:
                         t["status"] = {"state": "QUEUED"}
                     self.save_run(run, queued=True)
                     return
-                message = f"Skipped due to reaching maximum concurrent runs of {max_concurrent}."
+                message = (f"Skipping this run because the limit of {max_concurrent} maximum concurrent runs "
+                           f"has been reached.")
                 end = now_ms()
                 run["state"] = {"life_cycle_state": "SKIPPED", "result_state": "MAXIMUM_CONCURRENT_RUNS_REACHED",
                                 "state_message": message, "user_cancelled_or_timedout": False}
@@ -456,10 +457,10 @@ class JobsService:
         run_id = req.int_arg("run_id", required=True)
         parent, task = self._resolve(run_id)
         if task is None:
-            if len(parent["tasks"]) != 1:
-                raise invalid("Retrieving the output of runs with multiple tasks is not supported. "
-                              "Please retrieve the output of each individual task run instead.")
-            task = parent["tasks"][0]
+            # Jobs 2.1+ answers this for every parent run id, even of a one-task run: outputs belong to
+            # task runs (clients written against the local workspace must not rely on more).
+            raise invalid("Retrieving the output of runs with multiple tasks is not supported. "
+                          "Please retrieve the output of each individual task run instead.")
         rows = self.store.query("SELECT output FROM task_runs WHERE run_id = ?", (task["run_id"],))
         output = json.loads(rows[0][0]) if rows and rows[0][0] else {}
         output.pop("_task", None)

@@ -6,16 +6,22 @@ notebook and wheel tasks as local processes; condition and run_job tasks are
 handled here), and writes every state change to the store so that
 ``runs/get`` always shows the current state.
 
-Dependency decisions. Each finished upstream counts as *succeeded* (SUCCESS,
-SUCCESS_WITH_FAILURES, or a condition task whose outcome matches the
-``outcome`` the dependency asks for), *failed* (FAILED, TIMEDOUT,
-UPSTREAM_FAILED), *canceled* (CANCELED, UPSTREAM_CANCELED) or *excluded*
-(EXCLUDED, or a condition outcome that does not match). Then ``run_if``:
-ALL_SUCCESS needs every upstream succeeded; ALL_DONE runs once all are done;
-NONE_FAILED needs no failure and at least one success; AT_LEAST_ONE_SUCCESS one
-success; ALL_FAILED every upstream failed; AT_LEAST_ONE_FAILED one failure. A
-task that may not run is SKIPPED with UPSTREAM_FAILED when an upstream failed,
-UPSTREAM_CANCELED when one was canceled, else EXCLUDED.
+Dependency decisions (as documented for Databricks Jobs). Each finished
+upstream counts as *succeeded* (SUCCESS, SUCCESS_WITH_FAILURES, or a condition
+task whose outcome matches the ``outcome`` the dependency asks for), *failed*
+(FAILED, TIMEDOUT, UPSTREAM_FAILED), *canceled* (CANCELED, UPSTREAM_CANCELED)
+or *excluded* (EXCLUDED, or a condition outcome that does not match). A task
+whose upstreams are all excluded is EXCLUDED whatever its ``run_if``; otherwise
+excluded upstreams are left out and ``run_if`` is judged on the rest:
+ALL_SUCCESS needs every one succeeded; AT_LEAST_ONE_SUCCESS one success;
+NONE_FAILED no failure and at least one success; ALL_DONE always runs; these
+four skip with UPSTREAM_FAILED (UPSTREAM_CANCELED when the only problem is a
+cancellation). ALL_FAILED needs every one failed, AT_LEAST_ONE_FAILED one
+failure; these failure handlers skip with EXCLUDED. The run's result follows
+its leaf tasks: SUCCESS when nothing failed, SUCCESS_WITH_FAILURES when some
+task failed but every leaf succeeded or was excluded, and the failed-run shape
+of the real service (INTERNAL_ERROR / FAILED, "Task <key> failed with message:
+...") when a leaf failed or was skipped because of a failure.
 
 Retries: a FAILED attempt (TIMEDOUT too with ``retry_on_timeout``) is retried up
 to ``max_retries`` times (-1 = unlimited, bounded here at 1000) after
@@ -47,6 +53,7 @@ from typing import Callable
 
 from stackci.workspace.files import WorkspaceTree, parse_path
 from stackci.workspace.jobs import (
+    RUN_ID_START,
     TERMINAL_STATES,
     JobsService,
     end_as_internal_error,
@@ -100,30 +107,35 @@ def evaluate_condition(op: str, left: str, right: str) -> bool:
 
 
 def decide(run_if: str, upstream: list[str]) -> str | None:
-    """None if the task may run, else the result state of its skip (see the module docstring)."""
-    ok = sum(1 for u in upstream if u == "ok")
-    bad = sum(1 for u in upstream if u == "failed")
-    canceled = sum(1 for u in upstream if u == "canceled")
-    n = len(upstream)
-    if n == 0:
+    """None if the task may run, else the result state of its skip (see the module docstring).
+
+    ``upstream`` holds one of ok / failed / canceled / excluded per dependency.
+    """
+    if not upstream:
         return None
-    run = {
-        "ALL_SUCCESS": ok == n,
+    if all(u == "excluded" for u in upstream):
+        return "EXCLUDED"
+    done = [u for u in upstream if u != "excluded"]  # excluded upstreams neither help nor hurt
+    ok = done.count("ok")
+    bad = done.count("failed")
+    canceled = done.count("canceled")
+    run_if = run_if or "ALL_SUCCESS"
+    if run_if in ("ALL_FAILED", "AT_LEAST_ONE_FAILED"):
+        # failure handlers: a cancelled upstream counts as not succeeded; an unmet condition is EXCLUDED
+        not_ok = bad + canceled
+        met = not_ok == len(done) if run_if == "ALL_FAILED" else not_ok > 0
+        return None if met else "EXCLUDED"
+    met = {
+        "ALL_SUCCESS": ok == len(done),
         "ALL_DONE": True,
         "NONE_FAILED": bad == 0 and canceled == 0 and ok > 0,
         "AT_LEAST_ONE_SUCCESS": ok > 0,
-        "ALL_FAILED": bad == n,
-        "AT_LEAST_ONE_FAILED": bad > 0,
-    }.get(run_if or "ALL_SUCCESS", ok == n)
-    if run:
+    }.get(run_if, ok == len(done))
+    if met:
         return None
-    if run_if in ("ALL_FAILED", "AT_LEAST_ONE_FAILED"):
-        return "UPSTREAM_CANCELED" if canceled else "EXCLUDED"
-    if bad:
+    if bad or not canceled:
         return "UPSTREAM_FAILED"
-    if canceled:
-        return "UPSTREAM_CANCELED"
-    return "EXCLUDED"
+    return "UPSTREAM_CANCELED"
 
 
 class Orchestrator:
@@ -407,6 +419,13 @@ class RunDriver:
                     cancel.set()
                 self.task_cancels[key] = cancel
                 entry = self.entry(key)
+                if attempt > 0:  # a retry is a new task run with its own id
+                    new_id = self.service.store.next_id("run", RUN_ID_START)
+                    entry["_original_run_id"] = entry.get("_original_run_id", entry["run_id"])
+                    entry["run_id"] = new_id
+                    entry["attempt_number"] = attempt
+                    entry["run_page_url"] = self.service.run_page_url(self.run["job_id"], new_id)
+                    self.service.save_task_output(new_id, self.run_id, key, {})
                 entry["state"] = {"life_cycle_state": "RUNNING", "state_message": "",
                                   "user_cancelled_or_timedout": False}
                 entry["status"] = {"state": "RUNNING"}
@@ -442,17 +461,11 @@ class RunDriver:
                     self.save()
                     return result
                 attempt += 1
-                new_id = self.service.store.next_id("run", 500_000_000_000_001)
-                original = entry.get("_original_run_id", entry["run_id"])
-                entry["_original_run_id"] = original
-                entry["run_id"] = new_id
-                entry["attempt_number"] = attempt
-                entry["run_page_url"] = self.service.run_page_url(self.run["job_id"], new_id)
+                # until the next attempt starts, the failed attempt's run id shows WAITING_FOR_RETRY
                 entry["state"] = {"life_cycle_state": "WAITING_FOR_RETRY",
                                   "state_message": f"Waiting for retry after: {message or result}",
                                   "user_cancelled_or_timedout": False}
                 entry["status"] = {"state": "WAITING"}
-                self.service.save_task_output(new_id, self.run_id, key, {})
                 self.save()
             if self.cancel_event.wait(interval):
                 with self.lock:
