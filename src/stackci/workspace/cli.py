@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def workspace() -> None:
 @workspace.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar=_env("HOST"),
               help="Address to listen on (loopback only unless --allow-remote-bind).  [env: STACKCI_WORKSPACE_HOST]")
-@click.option("--port", default=0, type=int, show_default=True, envvar=_env("PORT"),
+@click.option("--port", default=0, type=click.IntRange(0, 65535), show_default=True, envvar=_env("PORT"),
               help="Port; 0 picks a free one.  [env: STACKCI_WORKSPACE_PORT]")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=_env("DATA_DIR"),
               help="Keep state here across restarts (default: a temporary directory).  "
@@ -36,7 +37,7 @@ def workspace() -> None:
 @click.option("--token", envvar=_env("TOKEN"),
               help="Bearer token clients must send (default: generated).  [env: STACKCI_WORKSPACE_TOKEN]")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), envvar=_env("READY_FILE"),
-              help="Write {url, token, pid} as JSON here once listening.  [env: STACKCI_WORKSPACE_READY_FILE]")
+              help="Write {url, token, pid, workspace_id, data_dir} as JSON here once listening (removed on exit).  [env: STACKCI_WORKSPACE_READY_FILE]")
 @click.option("--allow-remote-bind", is_flag=True, envvar=_env("ALLOW_REMOTE_BIND"),
               help="Allow a non-loopback --host.  [env: STACKCI_WORKSPACE_ALLOW_REMOTE_BIND]")
 @click.option("--client-id", envvar=_env("CLIENT_ID"),
@@ -61,26 +62,37 @@ def workspace() -> None:
               help="Retry-After seconds on injected 429/503.  [env: STACKCI_WORKSPACE_FAULT_RETRY_AFTER]")
 @click.option("--fault-latency-ms", type=int, default=200, show_default=True, envvar=_env("FAULT_LATENCY_MS"),
               help="Added latency of the 'latency' fault.  [env: STACKCI_WORKSPACE_FAULT_LATENCY_MS]")
-def serve(host: str, port: int, data_dir: Path | None, token: str | None, ready_file: Path | None,
-          allow_remote_bind: bool, client_id: str | None, client_secret: str | None,
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, data_dir: Path | None, token: str | None,
+          ready_file: Path | None, allow_remote_bind: bool, client_id: str | None, client_secret: str | None,
           oidc_issuers: tuple[str, ...], oidc_audiences: tuple[str, ...], fault_rate: float, fault_kinds: str,
           fault_path: str, fault_seed: int | None, fault_retry_after: int, fault_latency_ms: int) -> None:
     """Serve a local Databricks-compatible workspace until SIGINT or SIGTERM.
 
-    Prints the URL and the token; with --ready-file, also writes them (and the pid)
-    as JSON once the server accepts requests.
+    Prints ``url=...`` and ``token=...`` on stdout; with --ready-file, also writes
+    ``{"url", "token", "pid", "workspace_id", "data_dir"}`` as JSON there once the server accepts
+    requests, and removes it again on shutdown. Exits 0 after a clean shutdown.
     """
     from stackci.workspace.faults import FaultPlan
     from stackci.workspace.server import LocalWorkspace
 
+    platform = getattr(ctx.obj, "platform", None)
+    if platform is not None:  # never show the secrets in CI logs
+        platform.mask(token)
+        platform.mask(client_secret)
     issuers = [i for value in oidc_issuers for i in value.split()]
     audiences = [a for value in oidc_audiences for a in value.split()]
     plan = FaultPlan(rate=fault_rate, kinds=[k for k in fault_kinds.split(",") if k.strip()],
                      path_regex=fault_path, seed=fault_seed, retry_after=fault_retry_after,
                      latency_ms=fault_latency_ms)
-    plan.validate()
+    try:
+        plan.validate()
+    except ConfigError as exc:
+        raise ConfigError(exc.message, hint="see the --fault-* options in 'stackci workspace serve --help'") from None
     ws = LocalWorkspace(data_dir, token, host=host, port=port, force=allow_remote_bind, client_id=client_id,
                         client_secret=client_secret, oidc_issuers=issuers, oidc_audiences=audiences, faults=plan)
+    if ready_file is not None:
+        _check_ready_file(ready_file)
     stop = threading.Event()
     previous = {}
 
@@ -92,39 +104,62 @@ def serve(host: str, port: int, data_dir: Path | None, token: str | None, ready_
             previous[sig] = signal.signal(sig, on_signal)
         except ValueError:  # not the main thread
             pass
+    wrote_ready = False
     try:
         ws.start()
         try:
+            if platform is not None:
+                platform.mask(ws.token)
             click.echo(f"url={ws.url}")
             click.echo(f"token={ws.token}")
             if ready_file is not None:
                 _write_ready(ready_file, {"url": ws.url, "token": ws.token, "pid": os.getpid(),
-                                          "workspace_id": ws.workspace_id})
-            log.info("local workspace at %s; stop with Ctrl-C", ws.url)
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
+                                          "workspace_id": ws.workspace_id, "data_dir": str(ws.data_dir)})
+                wrote_ready = True
+            log.info("local workspace at %s; stop with Ctrl-C or SIGTERM", ws.url)
+            while not stop.wait(0.2):
                 pass
             log.info("stopping the local workspace")
         finally:
-            ws.stop()
-            if ready_file is not None:
+            if wrote_ready:
                 try:
                     ready_file.unlink()
                 except OSError:
                     pass
+            ws.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _write_ready(path: Path, doc: dict) -> None:
+def _check_ready_file(path: Path) -> None:
+    """Fail before starting when the ready file cannot be written; remove a stale one."""
+    parent = path.parent
+    hint = "pass a --ready-file path in an existing, writable directory"
+    if path.is_dir():
+        raise ConfigError(f"the ready file {path} is a directory", hint=hint)
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write the ready file {path}: {parent} is not a directory", hint=hint)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".probe"):
+            pass
     except OSError as exc:
-        raise ConfigError(f"cannot write the ready file {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot write the ready file {path}: {exc.strerror or exc}", hint=hint) from None
+    try:
+        path.unlink()  # a stale file from an earlier server must not look ready
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot replace the ready file {path}: {exc.strerror or exc}", hint=hint) from None
+
+
+def _write_ready(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc))
+        tmp.replace(path)  # atomic: readers never see a half-written file
+    except OSError as exc:
+        raise ConfigError(f"cannot write the ready file {path}: {exc.strerror or exc}",
+                          hint="pass a --ready-file path in an existing, writable directory") from None

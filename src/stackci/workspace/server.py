@@ -23,6 +23,7 @@ import email.policy
 import ipaddress
 import json
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -35,6 +36,11 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock, one server per data dir is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 from stackci.errors import ConfigError
 from stackci.workspace.api import ApiError, RawResponse, Request, invalid, typed
@@ -99,11 +105,13 @@ class LocalWorkspace:
             raise ConfigError(f"refusing to bind {host}: the local workspace only listens on loopback addresses",
                               hint="use 127.0.0.1, or --allow-remote-bind if you really mean it")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigError(f"invalid port {port!r}: use 0 (any free port) to 65535")
+            raise ConfigError(f"invalid port {port!r}", hint="use 0 (any free port) to 65535")
         if token is not None and (not token or any(c.isspace() for c in token)):
-            raise ConfigError("the token must be a non-empty string without spaces")
+            raise ConfigError("the workspace token must be a non-empty string without whitespace",
+                              hint="pass --token with a value like dapi0123..., or leave it out to generate one")
         if (client_id is None) != (client_secret is None):
-            raise ConfigError("OAuth M2M needs both a client id and a client secret")
+            raise ConfigError("OAuth M2M needs both a client id and a client secret",
+                              hint="pass both --client-id and --client-secret, or neither")
         self._temp = data_dir is None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._token = token
@@ -135,9 +143,12 @@ class LocalWorkspace:
             self.data_dir = Path(tempfile.mkdtemp(prefix="stackci-workspace-"))
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_data_dir()
             self.store = Store(self.data_dir / "workspace.sqlite3")
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot use the data directory {self.data_dir}: {exc}") from None
+            self._unlock_data_dir()
+            raise ConfigError(f"cannot use the data directory {self.data_dir}: {getattr(exc, 'strerror', None) or exc}",
+                              hint="pass a writable --data-dir (or none for a temporary one)") from None
         self.workspace_id = self.store.get_meta("workspace_id") or ""
         if not self.workspace_id:
             self.workspace_id = str(1_000_000_000_000_000 + secrets.randbelow(8_999_999_999_999_999))
@@ -151,7 +162,9 @@ class LocalWorkspace:
             httpd = server_class((self.host, self.port), _Handler)
         except OSError as exc:
             self.store.close()
-            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
+            self._unlock_data_dir()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
+                              hint="pick another --port, or 0 for any free one") from None
         httpd.workspace = self
         self._httpd = httpd
         bound_host, bound_port = httpd.server_address[:2]
@@ -192,9 +205,34 @@ class LocalWorkspace:
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
+        self._unlock_data_dir()
         if self._temp and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
+
+    def _lock_data_dir(self) -> None:
+        """One server per data directory: two would hand out the same ids and race on runs."""
+        path = self.data_dir / "workspace.lock"
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held until stop()
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                owner = handle.read().strip() or "unknown"
+                handle.close()
+                raise ConfigError(f"the data directory {self.data_dir} is in use by another local workspace "
+                                  f"(pid {owner})", hint="stop that server first or pass another --data-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_handle = handle
+
+    def _unlock_data_dir(self) -> None:
+        handle, self._lock_handle = getattr(self, "_lock_handle", None), None
+        if handle is not None:
+            handle.close()  # closing releases the flock
 
     def __enter__(self) -> LocalWorkspace:
         return self.start()
