@@ -50,7 +50,7 @@ def cli_startup(rounds: int) -> bool:
 def toolkit_install() -> bool:
     with tempfile.TemporaryDirectory(prefix="stackci-bench-") as tmp:
         env = dict(os.environ, STACKCI_TOOLKIT_DIR=str(Path(tmp) / "toolkit"),
-                   STACKCI_TOOLKIT_PYTHON=sys.executable, GITHUB_PATH=str(Path(tmp) / "path"),
+                   STACKCI_INSTALL_PYTHON=sys.executable, GITHUB_PATH=str(Path(tmp) / "path"),
                    GITHUB_OUTPUT=str(Path(tmp) / "out"))
         env.pop("GITHUB_ACTIONS", None)
         script = ["bash", str(ROOT / "scripts" / "install-toolkit.sh")]

@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 ACTIONS = sorted([ROOT / "action.yml", *ROOT.glob("actions/*/action.yml")])
 WORKFLOWS = sorted(ROOT.glob("examples/github/workflows/*.yml"))
 AZURE = sorted(p for p in ROOT.glob("azure-pipelines/**/*.yml"))
-AZURE += sorted(ROOT.glob("examples/azure/*.yml"))
+AZURE += sorted(ROOT.glob("examples/azure-pipelines/*.yml"))
 
 
 def _tool(name: str) -> str:
@@ -40,6 +40,7 @@ def test_there_is_something_to_check():
     assert ROOT / "actions" / "unit-tests" / "action.yml" in ACTIONS
     assert WORKFLOWS, "examples/github/workflows holds at least one workflow"
     assert ROOT / "azure-pipelines" / "steps" / "unit-tests.yml" in AZURE
+    assert ROOT / "examples" / "azure-pipelines" / "ci.yml" in AZURE
 
 
 def test_zizmor_offline_finds_nothing():
