@@ -17,9 +17,6 @@ DELETE) changes fault injection and only accepts the server's own token.
 
 from __future__ import annotations
 
-import base64
-import email.parser
-import email.policy
 import ipaddress
 import json
 import logging
@@ -43,10 +40,10 @@ except ImportError:  # Windows: no advisory lock, one server per data dir is the
     fcntl = None  # type: ignore[assignment]
 
 from stackci.errors import ConfigError
-from stackci.workspace.api import ApiError, RawResponse, Request, invalid, typed
+from stackci.workspace.api import ApiError, RawResponse, Request, invalid
 from stackci.workspace.auth import Authenticator, AuthSettings, OAuthError, parse_basic
 from stackci.workspace.faults import FaultInjector, FaultPlan
-from stackci.workspace.files import WorkspaceTree, b64decode_field, parse_path
+from stackci.workspace.files import WorkspaceApi, WorkspaceTree
 from stackci.workspace.jobs import JobsService
 from stackci.workspace.models import Experiments, RegisteredModels
 from stackci.workspace.orchestrator import Orchestrator
@@ -272,14 +269,15 @@ class LocalWorkspace:
             ("POST", "runs/delete", j.delete_run),
         ):
             r.append(_Route(method, rf"/api/2\.[12]/jobs/{re.escape(name)}", handler))
+        wsapi = WorkspaceApi(self.tree)
         r += [
-            _Route("POST", r"/api/2\.0/workspace/mkdirs", self._ws_mkdirs),
-            _Route("POST", r"/api/2\.0/workspace/import", self._ws_import),
-            _Route("GET", r"/api/2\.0/workspace/export", self._ws_export),
-            _Route("GET", r"/api/2\.0/workspace/get-status", self._ws_get_status),
-            _Route("GET", r"/api/2\.0/workspace/list", self._ws_list),
-            _Route("POST", r"/api/2\.0/workspace/delete", self._ws_delete),
-            _Route("POST", r"/api/2\.0/workspace-files/import-file/(?P<path>.+)", self._ws_import_file),
+            _Route("POST", r"/api/2\.0/workspace/mkdirs", wsapi.mkdirs),
+            _Route("POST", r"/api/2\.0/workspace/import", wsapi.import_),
+            _Route("GET", r"/api/2\.0/workspace/export", wsapi.export),
+            _Route("GET", r"/api/2\.0/workspace/get-status", wsapi.get_status),
+            _Route("GET", r"/api/2\.0/workspace/list", wsapi.list),
+            _Route("POST", r"/api/2\.0/workspace/delete", wsapi.delete),
+            _Route("POST", r"/api/2\.0/workspace-files/import-file/(?P<path>.+)", wsapi.import_file),
         ]
         e = self.experiments
         for method, name, handler in (
@@ -351,70 +349,6 @@ class LocalWorkspace:
     def _faults_delete(self, req: Request) -> dict:
         self.faults.set_plan(FaultPlan())
         return self.faults.status()
-
-    # ---- workspace ----------------------------------------------------------
-
-    def _ws_mkdirs(self, req: Request) -> dict:
-        self.tree.mkdirs(parse_path(req.json().get("path")))
-        return {}
-
-    def _ws_import(self, req: Request) -> dict:
-        ctype = req.headers.get("content-type", "")
-        if ctype.startswith("multipart/form-data"):
-            fields = _multipart(ctype, req.body)
-            content = fields.get("content", b"")
-            text = {k: v.decode("utf-8", "replace") for k, v in fields.items() if k != "content"}
-            path = parse_path(text.get("path"))
-            overwrite = text.get("overwrite", "false").lower() == "true"
-            self.tree.import_object(path, content, text.get("format"), text.get("language"), overwrite)
-            return {}
-        body = req.json()
-        path = parse_path(body.get("path"))
-        raw = typed(body, "content", str, default="")
-        fmt = typed(body, "format", str)
-        language = typed(body, "language", str)
-        overwrite = typed(body, "overwrite", bool, default=False)
-        self.tree.import_object(path, b64decode_field(raw), fmt, language, overwrite)
-        return {}
-
-    def _ws_export(self, req: Request):
-        path = parse_path(req.arg("path"))
-        content, file_type = self.tree.export(path, req.arg("format"))
-        if req.bool_arg("direct_download"):
-            return RawResponse(content)
-        return {"content": base64.b64encode(content).decode(), "file_type": file_type}
-
-    def _ws_get_status(self, req: Request) -> dict:
-        return self.tree.get_status(parse_path(req.arg("path")))
-
-    def _ws_list(self, req: Request) -> dict:
-        objects = self.tree.list(parse_path(req.arg("path")))
-        return {"objects": objects} if objects else {}
-
-    def _ws_delete(self, req: Request) -> dict:
-        body = req.json()
-        path = parse_path(body.get("path"))
-        self.tree.delete(path, typed(body, "recursive", bool, default=False))
-        return {}
-
-    def _ws_import_file(self, req: Request) -> dict:
-        raw = "/" + urllib.parse.unquote(req.match["path"]).lstrip("/")
-        overwrite = req.bool_arg("overwrite")
-        self.tree.import_file(parse_path(raw), req.body, overwrite)
-        return {}
-
-
-def _multipart(content_type: str, body: bytes) -> dict[str, bytes]:
-    parser = email.parser.BytesParser(policy=email.policy.HTTP)
-    msg = parser.parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not msg.is_multipart():
-        raise invalid("The multipart body of the request could not be parsed")
-    fields: dict[str, bytes] = {}
-    for part in msg.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if name:
-            fields[str(name)] = part.get_payload(decode=True) or b""
-    return fields
 
 
 class _Server(ThreadingHTTPServer):
