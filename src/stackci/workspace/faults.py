@@ -90,6 +90,7 @@ class FaultInjector:
             self._regex = re.compile(plan.path_regex)
             self._random = random.Random(plan.seed)
             self.injected = {k: 0 for k in KINDS}
+            self.matched = 0
 
     def draw(self, path: str) -> str | None:
         """The fault to inject into this request, or None."""
@@ -97,6 +98,7 @@ class FaultInjector:
             plan = self.plan
             if plan.rate <= 0 or not self._regex.search(path):
                 return None
+            self.matched += 1
             if self._random.random() >= plan.rate:
                 return None
             kind = self._random.choice(plan.kinds)
@@ -105,4 +107,5 @@ class FaultInjector:
 
     def status(self) -> dict:
         with self._lock:
-            return {"plan": self.plan.as_dict(), "injected": dict(self.injected)}
+            return {"plan": self.plan.as_dict(), "matched": self.matched, "injected": dict(self.injected),
+                    "injected_total": sum(self.injected.values())}
