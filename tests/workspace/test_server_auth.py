@@ -132,6 +132,8 @@ def test_discovery_documents_are_public_and_point_at_this_server(oauth_ws):
     assert oidc["token_endpoint"] == f"{oauth_ws.url}/oidc/v1/token"
     assert "client_credentials" in oidc["grant_types_supported"]
     assert "urn:ietf:params:oauth:grant-type:token-exchange" in oidc["grant_types_supported"]
+    assert requests.get(f"{oauth_ws.url}/oidc/.well-known/openid-configuration", timeout=5).json() == oidc
+    assert requests.get(oidc["jwks_uri"], timeout=5).json() == {"keys": []}
     # what the SDK derives from them
     cfg = Config(host=oauth_ws.url, token=oauth_ws.token, auth_type="pat", retry_timeout_seconds=5)
     assert cfg.databricks_oidc_endpoints.token_endpoint == oauth_ws.token_endpoint
@@ -149,6 +151,18 @@ def test_every_api_path_answers_401_without_a_valid_bearer_token(oauth_ws, path)
         assert set(body) == {"error_code", "message"}
         assert body["error_code"] == "UNAUTHENTICATED"
         assert body["message"]
+
+
+def test_odd_authorization_headers_are_401_not_500(oauth_ws):
+    for value in (b"Bearer \xe9t\xe9", b"Bearer " + b"x" * 8000, b"Bearer a b", b"bearer\t"):
+        for path in ("/api/2.2/jobs/list", "/stackci-admin/faults"):
+            resp = requests.get(oauth_ws.url + path, headers={"Authorization": value}, timeout=5)
+            assert resp.status_code in (401, 403), (value[:20], path, resp.status_code)
+            assert resp.json()["error_code"] in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+    # the scheme is case-insensitive (RFC 7235)
+    resp = requests.get(f"{oauth_ws.url}/api/2.2/jobs/list", headers={"Authorization": f"bearer {oauth_ws.token}"},
+                        timeout=5)
+    assert resp.status_code == 200
 
 
 def test_scim_me_reports_the_caller_and_the_org_id_header(oauth_ws):

@@ -118,7 +118,7 @@ class Authenticator:
 
     def principal_for(self, token: str) -> str | None:
         """The user or service principal a bearer token belongs to, or None."""
-        if token and secrets.compare_digest(token.encode(), self.settings.token.encode()):
+        if token and secrets.compare_digest(token.encode("utf-8", "surrogateescape"), self.settings.token.encode()):
             return self.settings.user_name
         rows = self.store.query("SELECT principal, expires_at FROM tokens WHERE token = ?", (token,))
         if not rows:

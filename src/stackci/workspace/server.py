@@ -253,6 +253,8 @@ class LocalWorkspace:
         r: list[_Route] = [
             _Route("GET", r"/\.well-known/databricks-config", self._host_metadata, auth="none"),
             _Route("GET", r"/oidc/\.well-known/oauth-authorization-server", self._oidc_metadata, auth="none"),
+            _Route("GET", r"/oidc/\.well-known/openid-configuration", self._oidc_metadata, auth="none"),
+            _Route("GET", r"/oidc/jwks\.json", self._jwks, auth="none"),
             _Route("GET", r"/api/2\.0/preview/scim/v2/Me", self._me),
             _Route("GET", r"/stackci-admin/faults", self._faults_get, auth="admin"),
             _Route("PUT", r"/stackci-admin/faults", self._faults_put, auth="admin"),
@@ -318,6 +320,10 @@ class LocalWorkspace:
             "response_types_supported": ["code"], "scopes_supported": ["all-apis", "offline_access"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         }
+
+    def _jwks(self, req: Request) -> dict:
+        # issued tokens are opaque strings checked against the database, not signed JWTs
+        return {"keys": []}
 
     def _me(self, req: Request) -> dict:
         principal = req.principal or self.user_name
@@ -485,7 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
                            "Credential was not sent or was of an unsupported type for this API.")
         token = token.strip()
         if admin:
-            if not secrets.compare_digest(token, ws.token):
+            if not secrets.compare_digest(token.encode("utf-8", "surrogateescape"), ws.token.encode()):
                 raise ApiError(403, "PERMISSION_DENIED", "Only the token the server was started with may "
                                "change fault injection.")
             return ws.user_name
