@@ -31,15 +31,12 @@ What the notebook shim offers (and what it deliberately does not):
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
-import re
-import shlex
-import subprocess
 import sys
-import traceback
-import types
+
+# Everything else is imported where it is needed: a task process starts for every task run, and
+# json/re/subprocess/traceback/runpy cost tens of milliseconds of start-up together.
 
 _THIS_FILE = os.path.abspath(__file__)
 TASK_VALUE_MAX_BYTES = 48 * 1024
@@ -65,14 +62,14 @@ class _Result:
 
     def write(self) -> None:
         tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.data, fh)
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(to_json(self.data))
         os.replace(tmp, self.path)
 
     def fail(self, exc: BaseException, tb, *, where: str | None = None, code: str | None = None) -> None:
         self.data["status"] = "failed"
         self.data["error"] = one_line_error(exc)
-        trace = "".join(traceback.format_exception(type(exc), exc, _user_tb(tb)))
+        trace = _format_exception(exc, tb)
         if where:
             trace = where + "\n" + trace
         self.data["error_trace"] = trace
@@ -80,6 +77,43 @@ class _Result:
             self.data["error_code"] = code
         sys.stderr.write(trace)
         sys.stderr.flush()
+
+
+_JSON_ESCAPES = {i: "\\u%04x" % i for i in range(0x20)}
+_JSON_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t"})
+
+
+def to_json(value) -> str:
+    """JSON text of plain data (dict, list, str, int, float, bool, None) without importing json.
+
+    Lone surrogates (undecodable bytes in messages) are left to the file's ``backslashreplace``
+    error handler, which writes them as the ``\\udXXX`` escapes JSON expects.
+    """
+    if isinstance(value, str):
+        return '"' + value.translate(_JSON_ESCAPES) + '"'
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("NaN and infinities are not JSON")
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(to_json(str(k)) + ": " + to_json(v) for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(to_json(v) for v in value) + "]"
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _format_exception(exc: BaseException, tb) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(exc), exc, _user_tb(tb)))
 
 
 def one_line_error(exc: BaseException) -> str:
@@ -93,10 +127,11 @@ def one_line_error(exc: BaseException) -> str:
 
 
 def _user_tb(tb):
-    """Drop the leading frames that belong to this runtime (and runpy)."""
-    import runpy
-
-    skip = {_THIS_FILE, os.path.abspath(runpy.__file__), "<frozen runpy>"}
+    """Drop the leading frames that belong to this runtime (and runpy, should it be involved)."""
+    runpy = sys.modules.get("runpy")
+    skip = {_THIS_FILE, "<frozen runpy>"}
+    if runpy is not None and getattr(runpy, "__file__", None):
+        skip.add(os.path.abspath(runpy.__file__))
 
     def ours(filename: str) -> bool:
         return filename in skip or (not filename.startswith("<") and os.path.abspath(filename) in skip)
@@ -198,6 +233,8 @@ class _TaskValues:
     def set(self, key, value):
         if not isinstance(key, str) or not key:
             raise ValueError("task value key must be a non-empty string")
+        import json
+
         try:
             encoded = json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -314,6 +351,8 @@ def _local_path(path: str) -> str:
         if path.startswith("//"):
             path = path[2:]
         return path
+    import re
+
     if re.match(r"^(dbfs|s3a?|abfss?|gs|wasbs?):", path) or path.startswith("/Volumes/") or path.startswith("/dbfs/"):
         raise NotAvailableLocally(f"{path}: DBFS, Volumes and cloud storage are not available in the stackci "
                                   f"local workspace; dbutils.fs only works on local files here")
@@ -486,6 +525,8 @@ def classify_cell(source: str):
 
 def run_targets(text: str) -> list[str]:
     """The paths named by %run in a notebook (for the parent to resolve in advance)."""
+    import re
+
     out = []
     for cell in split_cells(text):
         kind, body = classify_cell(cell)
@@ -499,6 +540,8 @@ def run_targets(text: str) -> list[str]:
 
 
 def has_pip(text: str) -> bool:
+    import re
+
     for cell in split_cells(text):
         kind, body = classify_cell(cell)
         if kind in ("magic", "python") and re.search(r"^\s*%pip\s", body + "\n", re.M):
@@ -535,7 +578,7 @@ class _NotebookRunner:
         self.path_map = spec.get("path_map") or []
         self.pip_online = bool(spec.get("pip_online"))
         self.depth = 0
-        module = types.ModuleType("__main__")
+        module = type(sys)("__main__")
         module.__dict__.update({
             "__builtins__": __builtins__,
             "dbutils": self.dbutils,
@@ -623,6 +666,8 @@ class _NotebookRunner:
 
     # -- magics
     def _expand(self, arg: str) -> str:
+        import re
+
         def repl(m):
             name = m.group(1) or m.group(2)
             if name in self.ns:
@@ -651,6 +696,9 @@ class _NotebookRunner:
             raise NotAvailableLocally(f"the magic %{name} is not supported by the stackci local workspace")
 
     def _pip(self, arg: str) -> None:
+        import shlex
+        import subprocess
+
         args = shlex.split(arg)
         cmd = [sys.executable, "-m", "pip"] + args
         if args and args[0] == "install":
@@ -676,6 +724,8 @@ class _NotebookRunner:
                 sys.path.append(path)
 
     def _shell(self, script: str, *, check: bool) -> None:
+        import subprocess
+
         sys.stdout.flush()
         sys.stderr.flush()
         rc = subprocess.call(["/bin/bash", "-c", script] if os.path.exists("/bin/bash") else ["/bin/sh", "-c", script])
@@ -686,6 +736,8 @@ class _NotebookRunner:
         self._shell(self._expand(cmd), check=False)
 
     def _run(self, arg: str) -> None:
+        import shlex
+
         parts = shlex.split(arg)
         if not parts:
             raise UserFailure("%run needs a notebook path")
@@ -715,12 +767,12 @@ class _NotebookRunner:
             self.current = saved_current
 
 
-_MAGIC_LINE = re.compile(r"^(\s*)%(\w+)(?:[ \t]+(.*))?$")
-_SHELL_LINE = re.compile(r"^(\s*)!(.+)$")
-
-
 def _transform_magics(source: str) -> str:
     """Turn IPython line magics / shell escapes inside a python cell into shim calls."""
+    import re
+
+    _MAGIC_LINE = re.compile(r"^(\s*)%(\w+)(?:[ \t]+(.*))?$")
+    _SHELL_LINE = re.compile(r"^(\s*)!(.+)$")
     out = []
     for line in source.split("\n"):
         m = _MAGIC_LINE.match(line)
@@ -738,13 +790,19 @@ def _transform_magics(source: str) -> str:
 # --------------------------------------------------------------------------- entry points
 
 def _run_python_file(spec: dict, result: _Result) -> int:
-    import runpy
-
     path = spec["local_path"]
     sys.argv = [path] + list(spec.get("parameters") or [])
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
-        runpy.run_path(path, run_name="__main__")
+        # what runpy.run_path does for a plain file, without importing runpy and pkgutil
+        with open(path, "rb") as fh:
+            source = fh.read()
+        code = compile(source, path, "exec", dont_inherit=True)
+        module = type(sys)("__main__")
+        module.__dict__.update(__file__=path, __cached__=None, __loader__=None, __package__=None, __spec__=None,
+                               __builtins__=__builtins__)
+        sys.modules["__main__"] = module
+        exec(code, module.__dict__)
     except SystemExit as exc:
         return _system_exit(exc, result, sys.exc_info()[2])
     except BaseException as exc:  # noqa: BLE001 - everything the user's code raises is a task failure
@@ -762,12 +820,12 @@ def _system_exit(exc: SystemExit, result: _Result, tb) -> int:
     if isinstance(code, int):
         result.data["status"] = "failed"
         result.data["error"] = f"SystemExit: {code}"
-        result.data["error_trace"] = "".join(traceback.format_exception(type(exc), exc, _user_tb(tb)))
+        result.data["error_trace"] = _format_exception(exc, tb)
         return code if 0 < code < 256 else 1
     sys.stderr.write(str(code) + "\n")
     result.data["status"] = "failed"
     result.data["error"] = one_line_error(exc)
-    result.data["error_trace"] = "".join(traceback.format_exception(type(exc), exc, _user_tb(tb)))
+    result.data["error_trace"] = _format_exception(exc, tb)
     return 1
 
 
@@ -831,10 +889,12 @@ def _run_notebook(spec: dict, result: _Result) -> int:
 
 
 def main(argv: list[str]) -> int:
-    with open(argv[1], encoding="utf-8") as fh:
-        spec = json.load(fh)
+    import marshal
+
+    # the spec comes from the parent (plain data, marshal format 4: any Python 3.4+ reads it)
+    with open(argv[1], "rb") as fh:
+        spec = marshal.loads(fh.read())
     result = _Result(spec["result_path"])
-    result.write()
     kind = spec["kind"]
     runner = {"python_file": _run_python_file, "notebook": _run_notebook, "wheel": _run_wheel}[kind]
     try:

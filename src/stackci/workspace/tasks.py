@@ -11,9 +11,9 @@ How a task runs
   a timeout or a cancellation can kill the whole process tree (``os.killpg``:
   SIGTERM, then SIGKILL after a short grace). Processes the user's code leaves
   behind are killed when the task ends, as a job cluster would.
-* The child executes ``_runtime.py`` (stdlib only) with a JSON spec; it reports
-  the error, traceback, notebook exit value and task values through a JSON
-  file under ``work_dir`` -- never by parsing stdout. stdout and stderr go,
+* The child executes ``_runtime.py`` (stdlib only) with a spec (plain data in
+  marshal format 4); it reports the error, traceback, notebook exit value and
+  task values through a JSON file under ``work_dir`` -- never by parsing stdout. stdout and stderr go,
   interleaved, to ``work_dir/output.log``; the last 5 MB become ``logs``.
 * ``spark_python_task``: ``python <file> <parameters...>`` semantics (argv,
   ``__name__ == "__main__"``, cwd and ``sys.path[0]`` = the file's folder).
@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import posixpath
 import shutil
@@ -91,13 +92,64 @@ MISSING_FILE_CODE = "RESOURCE_NOT_FOUND"
 RUNTIME_FILE = Path(_runtime.__file__).resolve()
 SUPPORTED_TASK_TYPES = ("spark_python_task", "notebook_task", "python_wheel_task")
 #: Runs the runtime by path without putting its folder on sys.path (``-c`` adds '' instead, removed here).
-_BOOTSTRAP = (
-    "import sys\n"
-    "if sys.path and sys.path[0] == '': del sys.path[0]\n"
-    "f = sys.argv[1]; sys.argv = sys.argv[1:]\n"
-    "exec(compile(open(f, encoding='utf-8').read(), f, 'exec'), "
-    "{'__name__': '__main__', '__file__': f, '__builtins__': __builtins__})\n"
-)
+#: argv: runtime file, code cache prefix ("" = none), spec. The compiled runtime is cached per
+#: interpreter (cache_tag + exact version) with marshal, because compiling its source costs more than
+#: starting the interpreter; the prefix names a private folder and a hash of the runtime's source.
+_BOOTSTRAP = """\
+import sys, marshal
+if sys.path and sys.path[0] == '': del sys.path[0]
+f, k = sys.argv[1], sys.argv[2]
+sys.argv = [f] + sys.argv[3:]
+c = None
+if k:
+    k += '-%s-%x.bin' % (sys.implementation.cache_tag, sys.hexversion)
+    try:
+        with open(k, 'rb') as h:
+            c = marshal.loads(h.read())
+    except Exception:
+        c = None
+if c is None:
+    with open(f, encoding='utf-8') as h:
+        c = compile(h.read(), f, 'exec', dont_inherit=True)
+    if k:
+        import os
+        t = '%s.%d.tmp' % (k, os.getpid())
+        try:
+            with open(t, 'wb') as h:
+                h.write(marshal.dumps(c))
+            os.replace(t, k)
+        except Exception:
+            pass
+exec(c, {'__name__': '__main__', '__file__': f, '__builtins__': __builtins__})
+"""
+_code_cache_prefix: str | None = None
+
+
+def _runtime_cache_prefix() -> str:
+    """Prefix of the runtime's code cache files: a folder only this user can write, plus a source hash.
+
+    "" (no cache) when no such folder can be had: a cache others could write would run their code.
+    """
+    global _code_cache_prefix
+    if _code_cache_prefix is None:
+        import hashlib
+        import stat
+        import tempfile
+
+        prefix = ""
+        try:
+            folder = Path(tempfile.gettempdir()) / f"stackci-runtime-{os.getuid()}"
+            folder.mkdir(mode=0o700, exist_ok=True)
+            info = os.lstat(folder)
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+                digest = hashlib.sha256(RUNTIME_FILE.read_bytes()).hexdigest()[:16]
+                prefix = str(folder / f"runtime-{digest}")
+            else:
+                log.warning("not caching the task runtime's code: %s is not a private folder", folder)
+        except OSError as exc:
+            log.debug("no code cache for the task runtime: %s", exc)
+        _code_cache_prefix = prefix
+    return _code_cache_prefix
 
 
 @dataclass
@@ -189,8 +241,8 @@ def _run_task(task, *, resolve_path, work_dir, job_parameters, upstream_values, 
             return installed
         interpreter = installed
 
-    spec_path.write_text(json.dumps(plan.spec), encoding="utf-8")
-    cmd = [interpreter, "-u", "-c", _BOOTSTRAP, str(RUNTIME_FILE), str(spec_path)]
+    spec_path.write_bytes(marshal.dumps(plan.spec, 4))
+    cmd = [interpreter, "-u", "-c", _BOOTSTRAP, str(RUNTIME_FILE), _runtime_cache_prefix(), str(spec_path)]
     with open(log_path, "wb") as log_fh:
         try:
             proc = subprocess.Popen(cmd, cwd=str(plan.cwd or work_dir), env=child_env, stdin=subprocess.DEVNULL,
