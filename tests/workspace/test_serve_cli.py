@@ -234,3 +234,54 @@ def test_faults_from_the_command_line_reach_the_admin_endpoint(serve):
                           timeout=5).status_code for _ in range(20)]
     assert set(codes) == {200, 503}
     assert served.stop()[0] == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its reaper counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def test_sigterm_with_an_active_run_kills_its_task_and_the_run_ends_after_restart(serve, tmp_path):
+    import io
+
+    from databricks.sdk.service import jobs
+    from databricks.sdk.service.workspace import ImportFormat
+
+    data = tmp_path / "data"
+    pid_file = tmp_path / "task.pid"
+    served = serve("--data-dir", str(data))
+    served.wait_ready()
+    w = served.client()
+    w.workspace.upload("/Shared/sleepy.py", io.BytesIO(
+        b"import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\ntime.sleep(120)\n"),
+        format=ImportFormat.AUTO)
+    job = w.jobs.create(name="sleepy", tasks=[jobs.Task(task_key="t", spark_python_task=jobs.SparkPythonTask(
+        python_file="/Workspace/Shared/sleepy.py", parameters=[str(pid_file)]))])
+    run_id = w.jobs.run_now(job.job_id).run_id
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    task_pid = int(pid_file.read_text())
+    assert _alive(task_pid)
+
+    code, _, err = served.stop(signal.SIGTERM)
+    assert code == 0, err
+    deadline = time.monotonic() + 5
+    while _alive(task_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(task_pid), "the task process outlived the server"
+
+    again = serve("--data-dir", str(data))
+    again.wait_ready()
+    run = again.client().jobs.get_run(run_id)
+    assert run.state.life_cycle_state.value in ("TERMINATED", "INTERNAL_ERROR")
+    assert run.state.result_state is not None and run.state.result_state.value != "SUCCESS"
+    assert again.stop()[0] == 0

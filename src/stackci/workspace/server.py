@@ -189,6 +189,9 @@ class LocalWorkspace:
                                         name="stackci-workspace", daemon=True)
         self._thread.start()
         log.info("local workspace listening on %s (data in %s)", self.url, self.data_dir)
+        if not is_loopback(self.host):
+            log.warning("the local workspace listens on %s, not loopback: anyone who can reach it and knows "
+                        "the token can run code on this machine", self.host)
         return self
 
     def stop(self) -> None:
@@ -285,6 +288,7 @@ class LocalWorkspace:
         for method, name, handler in (
             ("POST", "create", e.create), ("GET", "get", e.get), ("GET", "get-by-name", e.get_by_name),
             ("POST", "update", e.update), ("POST", "delete", e.delete), ("POST", "restore", e.restore),
+            ("POST", "set-experiment-tag", e.set_tag),
             ("POST", "search", e.search), ("GET", "search", e.search), ("GET", "list", e.search),
         ):
             r.append(_Route(method, rf"/api/2\.0/mlflow/experiments/{re.escape(name)}", handler))
