@@ -189,6 +189,11 @@ class WorkspaceTree:
         if parent[2] != "DIRECTORY":
             raise not_found(f"The parent path ({wp.show(wp.parent)}) is not a folder.")
 
+    def object_type(self, canonical: str) -> str | None:
+        """DIRECTORY, NOTEBOOK or FILE for an object at ``canonical``; None when there is none."""
+        row = self._get(canonical)
+        return row[2] if row is not None else None
+
     def ensure_home(self, principal: str | None) -> None:
         """Create ``/Users/<principal>`` the first time a principal is seen."""
         if not principal or principal in self._homes:

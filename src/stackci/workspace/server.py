@@ -47,7 +47,7 @@ from stackci.workspace.files import WorkspaceApi, WorkspaceTree
 from stackci.workspace.jobs import JobsService
 from stackci.workspace.models import Experiments, RegisteredModels
 from stackci.workspace.orchestrator import Orchestrator
-from stackci.workspace.store import Store
+from stackci.workspace.store import NewerSchema, Store
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,23 @@ class LocalWorkspace:
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="stackci-workspace-"))
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._lock_data_dir()
             self.store = Store(self.data_dir / "workspace.sqlite3")
-        except (OSError, sqlite3.Error) as exc:
-            self._unlock_data_dir()
-            raise ConfigError(f"cannot use the data directory {self.data_dir}: {getattr(exc, 'strerror', None) or exc}",
+        except ConfigError:
+            self._abandon_start()
+            raise
+        except NewerSchema as exc:
+            self._abandon_start()
+            raise ConfigError(f"cannot use the data directory {self.data_dir}: {exc}",
+                              hint="use a newer stackci, or pass another --data-dir") from None
+        except sqlite3.Error as exc:
+            self._abandon_start()
+            raise ConfigError(f"cannot use the data directory {self.data_dir}: its database is unusable ({exc})",
+                              hint="move workspace.sqlite3 away, or pass another --data-dir") from None
+        except OSError as exc:
+            self._abandon_start()
+            raise ConfigError(f"cannot use the data directory {self.data_dir}: {exc.strerror or exc}",
                               hint="pass a writable --data-dir (or none for a temporary one)") from None
         self.workspace_id = self.store.get_meta("workspace_id") or ""
         if not self.workspace_id:
@@ -159,7 +170,7 @@ class LocalWorkspace:
             httpd = server_class((self.host, self.port), _Handler)
         except OSError as exc:
             self.store.close()
-            self._unlock_data_dir()
+            self._abandon_start()
             raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
                               hint="pick another --port, or 0 for any free one") from None
         httpd.workspace = self
@@ -205,6 +216,12 @@ class LocalWorkspace:
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
+        self._unlock_data_dir()
+        if self._temp and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+    def _abandon_start(self) -> None:
         self._unlock_data_dir()
         if self._temp and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
