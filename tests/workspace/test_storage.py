@@ -213,3 +213,39 @@ def test_only_one_server_per_data_dir(tmp_path):
             LocalWorkspace(tmp_path / "data").start()
     with LocalWorkspace(tmp_path / "data") as again:  # released on stop
         assert again.url
+
+
+def test_the_database_is_private_to_its_owner(tmp_path):
+    import stat
+
+    with LocalWorkspace(tmp_path / "data") as server:
+        client_for(server).jobs.create(name="x")
+        db = tmp_path / "data" / "workspace.sqlite3"
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600  # it holds the token and issued tokens
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+
+
+def test_a_damaged_or_newer_database_is_a_config_error(tmp_path):
+    import sqlite3
+
+    from stackci.errors import ConfigError
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "workspace.sqlite3").write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(ConfigError, match="database is unusable") as info:
+        LocalWorkspace(damaged).start()
+    assert "workspace.sqlite3" in info.value.hint
+    assert (damaged / "workspace.sqlite3").read_bytes().startswith(b"this is not")  # left untouched
+
+    newer = tmp_path / "newer"
+    with LocalWorkspace(newer):
+        pass
+    with sqlite3.connect(newer / "workspace.sqlite3") as db:
+        db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    with pytest.raises(ConfigError, match="schema version 999"):
+        LocalWorkspace(newer).start()
+    # the lock was released by the failed starts
+    (damaged / "workspace.sqlite3").unlink()
+    with LocalWorkspace(damaged) as server:
+        assert server.url

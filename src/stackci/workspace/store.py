@@ -10,6 +10,7 @@ for a loopback server than a pool of connections.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -79,6 +80,10 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 
+class NewerSchema(sqlite3.DatabaseError):
+    """The database was written by a newer stackci: refuse rather than corrupt it."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -90,14 +95,25 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        # the database holds bearer tokens: only the owner may read it (SQLite gives the
+        # -wal and -shm files the same permissions)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        with self.transaction():
-            if self.get_meta("schema_version") is None:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            with self.transaction():
+                version = self.get_meta("schema_version")
+                if version is None:
+                    self.set_meta("schema_version", str(SCHEMA_VERSION))
+                elif not version.isdigit() or int(version) > SCHEMA_VERSION:
+                    raise NewerSchema(f"{self.path} has schema version {version}, this stackci knows up to "
+                                      f"{SCHEMA_VERSION}")
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
