@@ -306,7 +306,6 @@ class LocalWorkspace:
             ("POST", "create", e.create), ("GET", "get", e.get), ("GET", "get-by-name", e.get_by_name),
             ("POST", "update", e.update), ("POST", "delete", e.delete), ("POST", "restore", e.restore),
             ("POST", "set-experiment-tag", e.set_tag),
-            ("POST", "set-experiment-tag", e.set_tag),
             ("POST", "search", e.search), ("GET", "search", e.search), ("GET", "list", e.search),
         ):
             r.append(_Route(method, rf"/api/2\.0/mlflow/experiments/{re.escape(name)}", handler))
