@@ -361,3 +361,19 @@ def test_token_exchange_needs_a_configured_issuer(tmp_path):
         resp = _exchange(server, make_jwt(iss=GITHUB_ISSUER, aud=server.token_endpoint, exp=now + 60))
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_request"
         assert "federation" in resp.json()["error_description"].lower()
+
+
+def test_file_oidc_account_wide_federation_acts_as_the_subject(oauth_ws, tmp_path):
+    token_file = tmp_path / "id-token.jwt"
+    now = int(time.time())
+    token_file.write_text(make_jwt(iss=GITHUB_ISSUER, aud=oauth_ws.token_endpoint, sub="ana@acme.example",
+                                   exp=now + 300))
+    w = sdk(oauth_ws, auth_type="file-oidc", oidc_token_filepath=str(token_file))
+    me = w.current_user.me()
+    assert me.user_name == "ana@acme.example"
+    assert me.emails[0].value == "ana@acme.example"
+    # without a sub claim there is nobody to act as
+    token_file.write_text(make_jwt(iss=GITHUB_ISSUER, aud=oauth_ws.token_endpoint, exp=now + 300))
+    w = sdk(oauth_ws, auth_type="file-oidc", oidc_token_filepath=str(token_file))
+    with pytest.raises(ValueError, match="invalid_request: .*sub"):
+        w.current_user.me()

@@ -6,7 +6,16 @@
   issues a token for the configured service principal (OAuth M2M).
 * ``grant_type=urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693) trades
   an identity token from an accepted issuer (GitHub Actions, Azure DevOps, ...)
-  for a workspace token: this is Databricks token federation.
+  for a workspace token: this is Databricks token federation. With a
+  ``client_id`` the token acts as that service principal (workload identity
+  federation; it must be the configured one when one is configured); without,
+  as the user named by the ``sub`` claim (account-wide federation).
+
+Errors follow RFC 6749 §5.2 and RFC 8693 §2.2.2: ``{"error", "error_description"}``;
+``invalid_client`` (401, with ``WWW-Authenticate: Basic`` when Basic was tried)
+for unknown clients or wrong secrets; ``invalid_request`` (400) for a subject
+token that is malformed, from an untrusted issuer, for another audience, or
+expired.
 
 The subject JWT is only *decoded*, never cryptographically verified: the local
 workspace has no network access to the issuer's keys and only runs on
@@ -200,10 +209,17 @@ class Authenticator:
         nbf = claims.get("nbf")
         if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) and nbf > now + CLOCK_SKEW:
             raise _bad_subject("The subject_token is not valid yet (nbf is in the future)")
-        principal = client_id or s.client_id
-        if not principal:
-            raise OAuthError(400, "invalid_request", "client_id is required for token federation")
-        if s.client_id and principal != s.client_id:
-            raise OAuthError(401, "invalid_client", f"No federation policy for client_id {principal!r}")
+        if client_id:
+            # workload identity federation: a policy on the service principal
+            if s.client_id and client_id != s.client_id:
+                raise OAuthError(401, "invalid_client", f"No federation policy for client_id {client_id!r} "
+                                 "(this workspace knows only its --client-id)")
+            principal = client_id
+        else:
+            # account-wide federation: the subject claim names the user
+            principal = claims.get("sub")
+            if not isinstance(principal, str) or not principal.strip():
+                raise _bad_subject("The subject_token has no sub claim to map to a user "
+                                   "(or send client_id for service principal federation)")
         # the workspace token never outlives the federated token it was exchanged for
         return self.issue(principal, min(TOKEN_LIFETIME, exp - now), scope=scope)
