@@ -285,3 +285,29 @@ def test_sigterm_with_an_active_run_kills_its_task_and_the_run_ends_after_restar
     assert run.state.life_cycle_state.value in ("TERMINATED", "INTERNAL_ERROR")
     assert run.state.result_state is not None and run.state.result_state.value != "SUCCESS"
     assert again.stop()[0] == 0
+
+
+def test_oauth_m2m_against_the_serve_command_configured_by_env(serve):
+    secret = "m2m-secret-from-env"
+    served = serve(env={"STACKCI_WORKSPACE_CLIENT_ID": "ci-sp", "STACKCI_WORKSPACE_CLIENT_SECRET": secret,
+                        "STACKCI_WORKSPACE_OIDC_ISSUERS": "https://a.example https://b.example"})
+    info = served.wait_ready()
+    w = WorkspaceClient(config=Config(host=info["url"], client_id="ci-sp", client_secret=secret,
+                                      auth_type="oauth-m2m", retry_timeout_seconds=10))
+    assert w.current_user.me().user_name == "ci-sp"
+    # both issuers from the space-separated env var are trusted by the token exchange
+    import base64
+
+    def jwt(iss):
+        part = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
+        claims = {"iss": iss, "aud": info["url"] + "/oidc/v1/token", "sub": "x", "exp": int(time.time()) + 60}
+        return f"{part({'alg': 'RS256'})}.{part(claims)}.sig"
+
+    for iss, status in (("https://a.example", 200), ("https://b.example", 200), ("https://c.example", 400)):
+        resp = requests.post(info["url"] + "/oidc/v1/token", timeout=5, data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "client_id": "ci-sp",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "subject_token": jwt(iss)})
+        assert resp.status_code == status, (iss, resp.text)
+    code, out, err = served.stop()
+    assert code == 0
+    assert secret not in out and secret not in err

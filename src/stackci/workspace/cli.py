@@ -37,7 +37,8 @@ def workspace() -> None:
 @click.option("--token", envvar=_env("TOKEN"),
               help="Bearer token clients must send (default: generated).  [env: STACKCI_WORKSPACE_TOKEN]")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), envvar=_env("READY_FILE"),
-              help="Write {url, token, pid, workspace_id, data_dir} as JSON here once listening (removed on exit).  [env: STACKCI_WORKSPACE_READY_FILE]")
+              help="Write {url, token, pid, workspace_id, data_dir} as JSON here once listening "
+                   "(removed on exit).  [env: STACKCI_WORKSPACE_READY_FILE]")
 @click.option("--allow-remote-bind", is_flag=True, envvar=_env("ALLOW_REMOTE_BIND"),
               help="Allow a non-loopback --host.  [env: STACKCI_WORKSPACE_ALLOW_REMOTE_BIND]")
 @click.option("--client-id", envvar=_env("CLIENT_ID"),
