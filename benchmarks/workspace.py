@@ -12,12 +12,16 @@
    subprocess and waited for. Both sides run on this machine, interleaved round
    by round so that noise hits both alike. Target: workspace / direct <= 2x.
 
+The server runs in its own process (as ``stackci workspace serve`` would), so
+that the benchmark's client threads do not compete with it for the GIL.
+
 Prints progress on stderr, results on stdout; exits 1 when the ratio misses the target.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -41,10 +45,35 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class Server:
+    """A LocalWorkspace in a child process; ``url`` and ``token`` as on LocalWorkspace."""
+
+    def __init__(self, data_dir: Path) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(str(data_dir), child), daemon=True)
+
+    def __enter__(self) -> "Server":
+        self._proc.start()
+        self.url, self.token = self._parent.recv()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._parent.send("stop")
+        self._proc.join(30)
+
+
+def _serve(data_dir: str, conn) -> None:
+    with LocalWorkspace(data_dir) as ws:
+        conn.send((ws.url, ws.token))
+        conn.recv()
+
+
 class Client:
-    def __init__(self, ws: LocalWorkspace) -> None:
+    def __init__(self, ws) -> None:
         self.url = ws.url
         self.session = requests.Session()
+        self.session.trust_env = False  # loopback: no proxy look-ups in the environment on every request
         self.session.headers["Authorization"] = f"Bearer {ws.token}"
 
     def call(self, method: str, path: str, **kwargs) -> dict:
@@ -72,7 +101,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 # ---------------------------------------------------------------------------- 1. runs/get latency
 
-def runs_get_latency(ws: LocalWorkspace, pollers: int, polls: int) -> dict:
+def runs_get_latency(ws: Server, pollers: int, polls: int) -> dict:
     client = Client(ws)
     upload(client, "/Shared/bench/sleep.py", "import time\ntime.sleep(1.5)\n")
     tasks = [{"task_key": f"t{i}", "spark_python_task": {"python_file": "/Workspace/Shared/bench/sleep.py"}}
@@ -133,7 +162,7 @@ def direct_round(python: str, script: Path, runs: int) -> float:
     return time.perf_counter() - start
 
 
-def workspace_round(ws: LocalWorkspace, runs: int) -> float:
+def workspace_round(ws: Server, runs: int) -> float:
     client = Client(ws)
     task = {"task_key": "hello", "spark_python_task": {"python_file": "/Workspace/Shared/bench/hello.py"}}
     start = time.perf_counter()
@@ -156,7 +185,7 @@ def workspace_round(ws: LocalWorkspace, runs: int) -> float:
     return elapsed
 
 
-def throughput(ws: LocalWorkspace, runs: int, rounds: int, tmp: Path) -> dict:
+def throughput(ws: Server, runs: int, rounds: int, tmp: Path) -> dict:
     client = Client(ws)
     upload(client, "/Shared/bench/hello.py", TRIVIAL)
     client.close()
@@ -181,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pollers", type=int, default=16)
     parser.add_argument("--polls", type=int, default=150)
     parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="stackci-bench-ws-") as tmp:
-        with LocalWorkspace(Path(tmp) / "data") as ws:
+        with Server(Path(tmp) / "data") as ws:
             progress(f"local workspace at {ws.url}")
             lat = runs_get_latency(ws, args.pollers, args.polls)
             thr = throughput(ws, args.runs, args.rounds, Path(tmp))

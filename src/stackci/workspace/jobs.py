@@ -22,13 +22,12 @@ Errors for unknown ids are 400 INVALID_PARAMETER_VALUE "Job <id> does not exist.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
 import threading
 
 from stackci.workspace.api import ApiError, Request, invalid, typed
-from stackci.workspace.settings import merge_update, validate_settings, validate_tasks
+from stackci.workspace.settings import merge_update, validate_settings
 from stackci.workspace.store import Store, now_ms
 
 log = logging.getLogger(__name__)
@@ -203,8 +202,8 @@ class JobsService:
                 existing = self._by_token(f"job:{job_id}", token)
                 if existing is not None:
                     return {"run_id": existing["run_id"], "number_in_job": existing["number_in_job"]}
-            job = self._job(job_id)
-            settings = copy.deepcopy(job["settings"])
+            job = self._job(job_id)  # freshly parsed: a private copy
+            settings = job["settings"]
             tasks = settings.get("tasks") or []
             if only is not None:
                 keys = {t["task_key"] for t in tasks}
@@ -247,7 +246,6 @@ class JobsService:
         timeout = req.field("timeout_seconds", int) or 0
         if timeout < 0:
             raise invalid("timeout_seconds must not be negative")
-        validate_tasks(copy.deepcopy(tasks))
         settings = validate_settings({"name": run_name, "tasks": tasks, "timeout_seconds": timeout,
                                       "environments": req.field("environments", list) or []})
         with self._admit_lock:
@@ -264,8 +262,8 @@ class JobsService:
 
     def trigger_child(self, job_id: int, job_parameters: dict, parent_run_id: int) -> dict:
         """Start a run of ``job_id`` for a run_job_task; returns the new run document."""
-        job = self._job(job_id)
-        settings = copy.deepcopy(job["settings"])
+        job = self._job(job_id)  # freshly parsed: a private copy
+        settings = job["settings"]
         definitions = settings.get("parameters") or []
         job_params = [{"name": p["name"], "default": str(p["default"]),
                        "value": str(job_parameters.get(p["name"], p["default"]))} for p in definitions]
@@ -298,7 +296,7 @@ class JobsService:
         task_docs = []
         for t in tasks:
             task_run_id = self.store.next_id("run", RUN_ID_START)
-            entry = copy.deepcopy(t)
+            entry = dict(t)  # callers pass task settings of their own (parsed or validated copies)
             entry.update({
                 "run_id": task_run_id, "attempt_number": 0,
                 "state": {"life_cycle_state": "PENDING", "state_message": "", "user_cancelled_or_timedout": False},

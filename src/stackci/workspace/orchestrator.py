@@ -39,7 +39,6 @@ the executor and ends that task TIMEDOUT.
 
 from __future__ import annotations
 
-import copy
 import logging
 import queue
 import re
@@ -401,7 +400,8 @@ class RunDriver:
 
     def _task_attempts(self, key: str) -> str:
         with self.lock:
-            settings = {k: copy.deepcopy(v) for k, v in self.entry(key).items()
+            # never mutated: every attempt works on substitute()'s fresh copy
+            settings = {k: v for k, v in self.entry(key).items()
                         if k not in ("run_id", "attempt_number", "state", "status", "start_time", "setup_duration",
                                      "execution_duration", "cleanup_duration", "end_time", "run_page_url")
                         and not k.startswith("_")}
@@ -455,7 +455,8 @@ class RunDriver:
                 retry = (attempt < max_retries and not self.cancel_event.is_set()
                          and (result == "FAILED" or (result == "TIMEDOUT" and retry_on_timeout))
                          and code not in ("INTERNAL_ERROR",))
-                output["_task"] = {k: copy.deepcopy(v) for k, v in entry.items() if not k.startswith("_")}
+                # serialised at once by save_task_output: a shallow snapshot is enough
+                output["_task"] = {k: v for k, v in entry.items() if not k.startswith("_")}
                 self.service.save_task_output(task_run_id, self.run_id, key, output)
                 if not retry:
                     self.save()
