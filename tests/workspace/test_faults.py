@@ -3,6 +3,7 @@ or is slowed down; databricks-sdk's own retries ride through it."""
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 
@@ -35,8 +36,9 @@ def test_sdk_calls_succeed_through_injected_429_and_503(tmp_path):
             assert w.jobs.get(job_id).settings.name == f"flaky-{i}"
         w.workspace.mkdirs("/Shared/flaky")
         for i in range(3):
-            w.workspace.upload(f"/Shared/flaky/f{i}.txt", io.BytesIO(f"content {i}".encode()),
-                               format=ImportFormat.AUTO)
+            # import_ (JSON), not upload (multipart): see test_sdk_does_not_retry_multipart_uploads
+            w.workspace.import_(f"/Shared/flaky/f{i}.txt", content=base64.b64encode(f"content {i}".encode()).decode(),
+                                format=ImportFormat.AUTO)
         assert sorted(o.path for o in w.workspace.list("/Shared/flaky")) == [
             f"/Shared/flaky/f{i}.txt" for i in range(3)]
         with w.workspace.download("/Shared/flaky/f1.txt") as f:
@@ -49,6 +51,29 @@ def test_sdk_calls_succeed_through_injected_429_and_503(tmp_path):
         # 15 API calls answered, plus one retry per injected fault
         assert status["matched"] == 15 + status["injected_total"]
         assert len(list(w.jobs.list())) == 4
+
+
+def test_sdk_does_not_retry_multipart_uploads(ws):
+    """A databricks-sdk trap (0.16x): ``w.workspace.upload`` sends multipart form data, which
+    its retry loop treats as a non-seekable stream, so one 429 fails the upload at once.
+    ``w.workspace.import_`` (base64 JSON) is retried. Deploy code should prefer ``import_``."""
+    from databricks.sdk import errors
+
+    w = client_for(ws)
+    w.workspace.mkdirs("/Shared/up")
+    seeded = {"rate": 0.5, "kinds": ["429"], "seed": 4, "retry_after": 0,  # seed 4: a 429, then none
+              "path_regex": r"^/api/2\.0/workspace/import$"}
+    _admin(ws, "PUT", json=seeded)
+    with pytest.raises(errors.TooManyRequests):
+        w.workspace.upload("/Shared/up/a.txt", io.BytesIO(b"a"), format=ImportFormat.AUTO)
+    assert _admin(ws).json()["matched"] == 1  # no second attempt
+
+    _admin(ws, "PUT", json=seeded)  # the same sequence again: a 429, then none
+    w.workspace.import_("/Shared/up/a.txt", content=base64.b64encode(b"a").decode(), format=ImportFormat.AUTO)
+    status = _admin(ws).json()
+    assert status["matched"] == 2 and status["injected"]["429"] == 1
+    with w.workspace.download("/Shared/up/a.txt") as f:
+        assert f.read() == b"a"
 
 
 def test_the_same_seed_gives_the_same_fault_sequence(tmp_path):
