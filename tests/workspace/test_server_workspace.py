@@ -472,3 +472,116 @@ def test_state_survives_a_restart(tmp_path):
         w = client_for(server)
         with w.workspace.download("/Shared/keep/a.bin") as f:
             assert f.read() == ALL_BYTES
+
+
+# ---- notebook conversions, encodings, per-run copies ---------------------------------------
+
+
+def test_source_notebook_exports_as_jupyter_cells(w, home):
+    source = (b"# Databricks notebook source\n# MAGIC %md\n# MAGIC # Heading\n# MAGIC text\n\n"
+              b"# COMMAND ----------\n\nx = 1\nprint(x)\n\n# COMMAND ----------\n\n# MAGIC %sql\n# MAGIC SELECT 1\n")
+    w.workspace.upload(f"{home}/cells.py", io.BytesIO(source), format=ImportFormat.AUTO)
+    assert w.workspace.get_status(f"{home}/cells").object_type == ObjectType.NOTEBOOK
+    with w.workspace.download(f"{home}/cells", format=ExportFormat.JUPYTER) as f:
+        doc = json.loads(f.read())
+    assert [(c["cell_type"], "".join(c["source"])) for c in doc["cells"]] == [
+        ("markdown", "# Heading\ntext"), ("code", "x = 1\nprint(x)"), ("code", "%sql\nSELECT 1")]
+    with w.workspace.download(f"{home}/cells") as f:
+        assert f.read() == source  # SOURCE export is what was imported
+    w.workspace.upload(f"{home}/plain.txt", io.BytesIO(b"x"), format=ImportFormat.AUTO)
+    with pytest.raises(errors.InvalidParameterValue):  # a workspace file is not a notebook
+        w.workspace.download(f"{home}/plain.txt", format=ExportFormat.JUPYTER)
+
+
+def test_jupyter_format_import_keeps_path_and_reports_export_format(api, w, home):
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "source": "print(3)"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 2}
+    resp = api("POST", "/api/2.0/workspace/import", json={
+        "path": f"{home}/jnb", "format": "JUPYTER", "language": "PYTHON", "content": b64(json.dumps(nb).encode())})
+    assert resp.status_code == 200, resp.text
+    info = api("GET", "/api/2.0/workspace/get-status", params={"path": f"{home}/jnb", "return_export_info": "true"})
+    assert info.json()["repos_export_format"] == "JUPYTER" and info.json()["language"] == "PYTHON"
+    auto = api("GET", "/api/2.0/workspace/export", params={"path": f"{home}/jnb", "format": "AUTO"}).json()
+    assert auto["file_type"] == "ipynb" and json.loads(base64.b64decode(auto["content"]))["cells"][0]["source"] == "print(3)"
+    source = api("GET", "/api/2.0/workspace/export", params={"path": f"{home}/jnb", "direct_download": "true"})
+    assert source.content == HEADER + b"print(3)"
+
+
+def test_crlf_and_bom_headers_are_recognised(w, home):
+    w.workspace.upload(f"{home}/crlf.py", io.BytesIO(b"# Databricks notebook source\r\nprint(1)\r\n"),
+                       format=ImportFormat.AUTO)
+    assert w.workspace.get_status(f"{home}/crlf").object_type == ObjectType.NOTEBOOK
+    w.workspace.upload(f"{home}/bom.py", io.BytesIO(b"\xef\xbb\xbf# Databricks notebook source\nprint(1)\n"),
+                       format=ImportFormat.AUTO)
+    assert w.workspace.get_status(f"{home}/bom").object_type == ObjectType.NOTEBOOK
+
+
+def test_json_import_accepts_wrapped_base64(api, w, home):
+    wrapped = base64.encodebytes(ALL_BYTES * 3).decode()  # 76-column lines, as older clients send
+    assert "\n" in wrapped
+    resp = api("POST", "/api/2.0/workspace/import", json={"path": f"{home}/wrapped.bin", "format": "RAW",
+                                                           "content": wrapped})
+    assert resp.status_code == 200, resp.text
+    with w.workspace.download(f"{home}/wrapped.bin") as f:
+        assert f.read() == ALL_BYTES * 3
+
+
+def test_import_file_path_is_decoded_exactly_once(api, w, home):
+    quoted = urllib.parse.quote(f"{home}/100%.txt".lstrip("/"), safe="")  # '/' as %2F, '%' as %25 (Go's PathEscape)
+    resp = api("POST", "/api/2.0/workspace-files/import-file/" + quoted, data=b"full")
+    assert resp.status_code == 200, resp.text
+    assert w.workspace.get_status(f"{home}/100%.txt").object_type == ObjectType.FILE
+    resp = api("POST", "/api/2.0/workspace-files/import-file/" + urllib.parse.quote(f"{home}/a%41.txt".lstrip("/")),
+               data=b"x")
+    assert resp.status_code == 200
+    assert w.workspace.get_status(f"{home}/a%41.txt").object_type == ObjectType.FILE
+    with pytest.raises(errors.ResourceDoesNotExist):
+        w.workspace.get_status(f"{home}/aA.txt")
+
+
+def test_materialise_writes_runnable_sources_inside_the_destination(ws, w, home, tmp_path):
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "source": ["x = 2\n", "print(x)"]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    w.workspace.upload(f"{home}/j.ipynb", io.BytesIO(json.dumps(nb).encode()), format=ImportFormat.AUTO)
+    w.workspace.upload(f"{home}/data.bin", io.BytesIO(ALL_BYTES), format=ImportFormat.AUTO)
+    dest = tmp_path / "copy"
+    index = ws.tree.materialise(dest)
+    user = home.split("/")[-1]
+    assert index[f"/Users/{user}/j"] == dest / "Users" / user / "j.py"
+    assert index[f"/Users/{user}/j"].read_bytes() == HEADER + b"x = 2\nprint(x)"
+    assert index[f"/Users/{user}/data.bin"].read_bytes() == ALL_BYTES
+    assert all(dest in p.parents for p in index.values())
+
+
+@pytest.mark.parametrize("raw", ["/Users/x", "/Workspace/Shared//a///b/", "/Repos/a b/c.py"])
+def test_parse_path_canonical_forms(raw):
+    from stackci.workspace.files import parse_path
+
+    wp = parse_path(raw)
+    assert wp.canonical.startswith("/") and "//" not in wp.canonical and not wp.canonical.endswith("/")
+    assert wp.show().startswith("/Workspace/") == raw.startswith("/Workspace")
+
+
+def test_parse_path_never_lets_a_dot_segment_through():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stackci.workspace.api import ApiError
+    from stackci.workspace.files import parse_path
+
+    segment = st.sampled_from(["..", ".", "", "Users", "Shared", "Workspace", "a", "%2e%2e", "\x00", "é", "a\\..", "..."])
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(segment, max_size=8), st.booleans())
+    def check(parts, absolute):
+        raw = ("/" if absolute else "") + "/".join(parts)
+        try:
+            wp = parse_path(raw)
+        except ApiError as err:
+            assert err.status == 400 and err.error_code in ("INVALID_PARAMETER_VALUE", "MALFORMED_REQUEST")
+            return
+        segments = wp.canonical.split("/")[1:]
+        assert ".." not in segments and "." not in segments and "\x00" not in wp.canonical
+        assert wp.canonical.startswith("/")
+
+    check()
