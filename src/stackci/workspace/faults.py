@@ -4,7 +4,14 @@ A :class:`FaultPlan` says which requests (path regex, default every ``/api/``
 call) fail how often (``rate`` 0..1) and how (``kinds``: ``429`` with
 ``Retry-After``, ``503``, ``drop`` = close the connection without an answer,
 ``latency`` = answer normally after ``latency_ms``). Draws come from a
-``random.Random(seed)`` so a sequential test sees the same faults every time.
+``random.Random(seed)`` so a sequential test sees the same faults every time;
+setting a plan (again) restarts its sequence.
+
+Set a plan with ``LocalWorkspace(faults=...)``, the ``--fault-*`` options of
+``stackci workspace serve``, or ``PUT /stackci-admin/faults`` (server token only);
+``GET`` answers ``{plan, matched, injected: {kind: n}, injected_total}`` so a test
+can prove that faults really happened; ``DELETE`` turns them off. Faults are
+injected before a request is handled, so a retried POST never acts twice.
 """
 
 from __future__ import annotations
