@@ -83,6 +83,8 @@ def test_experiment_errors(w, api):
         w.experiments.delete_experiment("123456")
     with pytest.raises(errors.ResourceDoesNotExist):
         w.experiments.get_by_name("/Shared/nothing-here")
+    huge = api("POST", "/api/2.0/mlflow/experiments/update", json={"experiment_id": 10**30, "new_name": "/Shared/x"})
+    assert_error(huge, 404, "RESOURCE_DOES_NOT_EXIST")
     for method, path, kwargs in [
         ("POST", "/api/2.0/mlflow/experiments/create", {"json": {}}),
         ("POST", "/api/2.0/mlflow/experiments/create", {"json": {"name": 7}}),
@@ -251,6 +253,8 @@ def test_registered_model_bad_input(w, api):
         ("POST", f"{base}/c.s.n/versions", {"json": {}}),
         ("GET", f"{base}/c.s.n/versions/abc", {}),
         ("GET", f"{base}/c.s.n/versions/0", {}),
+        ("GET", f"{base}/c.s.n/versions/{10**30}", {}),
+        ("PUT", f"{base}/c.s.n/aliases/champion", {"json": {"version_num": 10**30}}),
         ("GET", f"{base}/c.s.n/versions", {"params": {"max_results": -1}}),
         ("GET", f"{base}/c.s.n/versions", {"params": {"page_token": "garbage!"}}),
         ("PUT", f"{base}/c.s.n/aliases/champion", {"json": {}}),

@@ -39,6 +39,7 @@ METASTORE_ID = "00000000-0000-4000-8000-00000000c1a5"
 _UC_NAME = re.compile(r"^[^\s./\x00-\x1f]{1,255}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 SEARCH_MAX_RESULTS = 3000
+MAX_ID = 2**63 - 1  # SQLite INTEGER
 LIST_MAX_RESULTS = 1000
 
 
@@ -75,7 +76,8 @@ class Experiments:
         if not key.isdigit():
             raise invalid(f"Invalid value {experiment_id!r} for parameter 'experiment_id': "
                           "an experiment id is a string of digits")
-        rows = self.store.query("SELECT doc FROM experiments WHERE experiment_id = ?", (int(key),))
+        rows = self.store.query("SELECT doc FROM experiments WHERE experiment_id = ?", (int(key),)) \
+            if int(key) <= MAX_ID else []
         if not rows:
             raise not_found(f"Node ID {key} does not exist.")
         return json.loads(rows[0][0])
@@ -461,7 +463,7 @@ class RegisteredModels:
     @staticmethod
     def _number(version) -> int:
         text = str(version).strip()
-        if not text.isdigit() or int(text) < 1:
+        if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
             raise invalid(f"Invalid version '{version}': a model version is a positive integer")
         return int(text)
 
