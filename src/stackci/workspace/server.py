@@ -392,9 +392,6 @@ class _Server6(_Server):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # headers and body go out in separate writes: without TCP_NODELAY, Nagle plus delayed ACKs
-    # stall every keep-alive response by ~40 ms
-    disable_nagle_algorithm = True
     # headers and body go out in separate writes: without TCP_NODELAY every keep-alive answer waits
     # for the client's delayed ACK (~40 ms on Linux)
     disable_nagle_algorithm = True
