@@ -289,9 +289,10 @@ def test_retries_until_success(scripted):
     first = w.jobs.get_run_output(first_id)
     assert first.error == "Exception: attempt 1"
     assert first.metadata.state.result_state == jobs.RunResultState.FAILED
-    # retries waited at least min_retry_interval_millis between attempts
-    starts = [c for c in runner.calls if c["task"]["task_key"] == "flaky"]
-    assert len(starts) == 3
+    # retries wait min_retry_interval_millis (the last one after the second attempt, itself after the first)
+    assert flaky.start_time - first.metadata.end_time >= 250
+    assert first.metadata.attempt_number == 0
+    assert first.metadata.run_id == first_id
 
 
 def test_retries_exhausted(scripted):
@@ -611,3 +612,83 @@ def ws_api(scripted):
 
     yield call
     session.close()
+
+
+def test_cancel_all_queued_runs(scripted):
+    _, w, _ = scripted
+    job_id = make_job(w, py_task("work", "sleep", "60"), max_concurrent_runs=1, queue=jobs.QueueSettings(enabled=True))
+    running = w.jobs.run_now(job_id).run_id
+    wait_task_state(w, running, "work", "RUNNING")
+    queued = [w.jobs.run_now(job_id).run_id for _ in range(2)]
+    w.jobs.cancel_all_runs(all_queued_runs=True)  # only queued runs, workspace-wide
+    for run_id in queued:
+        assert run_state(wait_run(w, run_id)) == ("TERMINATED", "CANCELED")
+    assert w.jobs.get_run(running).state.life_cycle_state == jobs.RunLifeCycleState.RUNNING
+    w.jobs.cancel_run(running)
+    assert run_state(wait_run(w, running)) == ("TERMINATED", "CANCELED")
+
+
+def _enum_values(cls):
+    return {e.value for e in cls}
+
+
+def _check_enums(doc: dict, where: str, problems: list) -> None:
+    checks = [
+        (("state", "life_cycle_state"), jobs.RunLifeCycleState), (("state", "result_state"), jobs.RunResultState),
+        (("status", "state"), jobs.RunLifecycleStateV2State),
+        (("status", "termination_details", "code"), jobs.TerminationCodeCode),
+        (("status", "termination_details", "type"), jobs.TerminationTypeType),
+        (("status", "queue_details", "code"), jobs.QueueDetailsCodeCode),
+        (("trigger",), jobs.TriggerType), (("run_type",), jobs.RunType), (("format",), jobs.Format),
+        (("run_if",), jobs.RunIf),
+    ]
+    for path, enum in checks:
+        value = doc
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and value not in _enum_values(enum):
+            problems.append(f"{where}: {'.'.join(path)} = {value!r} is not a {enum.__name__}")
+
+
+def test_only_documented_enum_values_are_sent(scripted, ws_api):
+    """Every state, code and type in run documents (all outcomes seen here) is a databricks-sdk enum value."""
+    _, w, _ = scripted
+    seen: dict[int, list] = {}
+
+    def record(run_id):
+        seen.setdefault(run_id, []).append(ws_api("GET", "/api/2.2/jobs/runs/get", params={"run_id": run_id}).json())
+
+    job = make_job(w, py_task("a"), py_task("b", "fail", "x", deps=["a"]), py_task("c", deps=["b"]),
+                   py_task("d", deps=["b"], run_if="AT_LEAST_ONE_FAILED"), py_task("e", deps=["a"], run_if="ALL_FAILED"),
+                   py_task("f", "flaky", "1", max_retries=1, min_retry_interval_millis=200),
+                   {"task_key": "g", "condition_task": {"op": "EQUAL_TO", "left": "1", "right": "2"}},
+                   py_task("h", deps=[{"task_key": "g", "outcome": "true"}]),
+                   py_task("t", "sleep", "5", timeout_seconds=1))
+    slow = make_job(w, py_task("s", "sleep", "60"), max_concurrent_runs=1)
+    queued = make_job(w, py_task("q", "sleep", "0.3"), max_concurrent_runs=1, queue=jobs.QueueSettings(enabled=True))
+    ids = [w.jobs.run_now(job).run_id, w.jobs.run_now(slow).run_id, w.jobs.run_now(slow).run_id,
+           w.jobs.run_now(queued).run_id, w.jobs.run_now(queued).run_id,
+           w.jobs.submit(run_name="to", timeout_seconds=1,
+                         tasks=[jobs.SubmitTask.from_dict(py_task("x", "sleep", "30"))]).run_id]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for run_id in ids:
+            record(run_id)
+        if seen[ids[1]][-1]["state"]["life_cycle_state"] == "RUNNING":
+            w.jobs.cancel_run(ids[1])
+        if all(seen[r][-1]["state"]["life_cycle_state"] in ("TERMINATED", "SKIPPED", "INTERNAL_ERROR") for r in ids):
+            break
+        time.sleep(0.05)
+    problems: list[str] = []
+    states_seen = set()
+    for run_id, docs in seen.items():
+        for doc in docs:
+            _check_enums(doc, f"run {run_id}", problems)
+            states_seen.add(doc["state"]["life_cycle_state"])
+            for task in doc.get("tasks", []):
+                _check_enums(task, f"run {run_id} task {task['task_key']}", problems)
+                states_seen.add(task["state"]["life_cycle_state"])
+                out = ws_api("GET", "/api/2.2/jobs/runs/get-output", params={"run_id": task["run_id"]}).json()
+                _check_enums(out["metadata"], f"output of {task['run_id']}", problems)
+    assert not problems, problems
+    assert {"QUEUED", "RUNNING", "TERMINATED", "SKIPPED", "INTERNAL_ERROR"} <= states_seen
