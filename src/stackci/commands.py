@@ -14,6 +14,8 @@ import os
 COMMANDS: dict[str, tuple[str, str]] = {
     "unit-tests": ("stackci.unit_tests:command",
                    "Run the project's pytest suite, publish JUnit, annotate failures."),
+    "run-job": ("stackci.runs.cli:command",
+                "Run a job that exists in a workspace, wait with progress, report task by task."),
     "workspace": ("stackci.workspace.cli:workspace",
                   "The local workspace: a Databricks-compatible REST server on loopback."),
 }

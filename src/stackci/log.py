@@ -32,13 +32,28 @@ class _PlatformFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup(platform: Platform, verbose: bool = False) -> logging.Logger:
     """Configure the ``stackci`` logger once per process (idempotent)."""
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
         if getattr(handler, "_stackci", False):
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._stackci = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(message)s" if not verbose else
                                            "%(asctime)s %(name)s %(levelname)s %(message)s"))

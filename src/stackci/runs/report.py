@@ -1,0 +1,146 @@
+"""Turn a finished job run into what people read: a step-summary table of jobs and
+tasks, the error and trace of each failed task, notebook outputs, one JUnit test case
+per task, and one error annotation per failed task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import junit, log, markdown as md
+from .wait import CANCELED, FAILED, INFRA, SKIPPED, SUCCESS, TIMEDOUT, classify, run_state
+
+logger = log.get("runs")
+
+ICON = {SUCCESS: "✅", FAILED: "❌", INFRA: "💥", TIMEDOUT: "⏱️", CANCELED: "🚫", SKIPPED: "⏭️"}
+TEXT_LIMIT = 8000
+
+
+@dataclass
+class TaskReport:
+    key: str
+    run_id: int | None
+    life_cycle: str | None
+    result: str | None
+    outcome: str
+    duration: float
+    url: str | None
+    message: str = ""
+    error: str = ""
+    error_trace: str = ""
+    notebook_result: str | None = None
+    logs: str = ""
+
+
+@dataclass
+class JobReport:
+    name: str
+    run_id: int
+    url: str | None
+    outcome: str
+    duration: float
+    message: str
+    tasks: list[TaskReport] = field(default_factory=list)
+
+    @property
+    def failed_tasks(self) -> list[TaskReport]:
+        return [t for t in self.tasks if t.outcome in (FAILED, INFRA, TIMEDOUT)]
+
+
+def _duration(item) -> float:
+    for attr in ("run_duration", "execution_duration"):
+        value = getattr(item, attr, None)
+        if value:
+            return value / 1000.0
+    start, end = getattr(item, "start_time", None), getattr(item, "end_time", None)
+    if start and end and end >= start:
+        return (end - start) / 1000.0
+    return 0.0
+
+
+def _clip(text: str | None) -> str:
+    text = text or ""
+    return text if len(text) <= TEXT_LIMIT else text[-TEXT_LIMIT:]
+
+
+def collect(client, run, name: str | None = None) -> JobReport:
+    """Read the task outputs of a finished run (get-output works on task run ids only)."""
+    tasks = []
+    for task in getattr(run, "tasks", None) or []:
+        life, result = run_state(task)
+        outcome = classify(task)
+        report = TaskReport(task.task_key, task.run_id, life, result, outcome, _duration(task),
+                            getattr(task, "run_page_url", None),
+                            message=(task.state.state_message or "") if task.state else "")
+        if task.run_id is not None and life not in (None, "SKIPPED") and result not in ("EXCLUDED", None):
+            try:
+                out = client.jobs.get_run_output(task.run_id)
+            except Exception as exc:  # a report must not die on one missing output
+                logger.debug("no output for task run %s: %s", task.run_id, exc)
+            else:
+                report.error = _clip(out.error)
+                report.error_trace = _clip(out.error_trace)
+                report.logs = _clip(out.logs)
+                if out.notebook_output is not None:
+                    report.notebook_result = out.notebook_output.result
+        tasks.append(report)
+    return JobReport(name or getattr(run, "run_name", None) or f"run {run.run_id}", run.run_id,
+                     getattr(run, "run_page_url", None), classify(run), _duration(run),
+                     (run.state.state_message or "") if run.state else "", tasks)
+
+
+def summary(reports: list[JobReport], title: str) -> str:
+    ok = all(r.outcome == SUCCESS for r in reports)
+    lines = [f"### {'✅' if ok else '❌'} {md.cell(title)}", ""]
+    rows = []
+    for job in reports:
+        link = f"[{job.run_id}]({job.url})" if job.url else str(job.run_id)
+        rows.append([f"**{md.cell(job.name)}**", f"{ICON[job.outcome]} {job.outcome}", md.seconds(job.duration), link])
+        for task in job.tasks:
+            state = "/".join(filter(None, (task.life_cycle, task.result)))
+            task_link = f"[{task.run_id}]({task.url})" if task.url else str(task.run_id or "")
+            rows.append([f"&nbsp;&nbsp;{md.code(task.key)}", f"{ICON[task.outcome]} {md.cell(state)}",
+                         md.seconds(task.duration), task_link])
+    lines.append(md.table(["Job / task", "Result", "Duration", "Run"], rows))
+    for job in reports:
+        if job.outcome != SUCCESS and job.message:
+            lines += ["", f"**{md.cell(job.name)}**: {md.cell(job.message)}"]
+        for task in job.failed_tasks:
+            body = task.error_trace or task.error or task.message or "(no error text)"
+            lines += ["", md.details(f"{ICON[task.outcome]} {md.code(job.name + ' › ' + task.key)}: "
+                                     f"{md.cell(task.error or task.message)}", md.fence(body))]
+        outputs = [t for t in job.tasks if t.notebook_result]
+        if outputs:
+            lines += ["", f"Notebook outputs of **{md.cell(job.name)}**:", ""]
+            lines += [f"- {md.code(t.key)}: {md.code(t.notebook_result)}" for t in outputs]
+    return "\n".join(lines) + "\n"
+
+
+def junit_cases(reports: list[JobReport]) -> list[junit.Case]:
+    status = {SUCCESS: junit.PASSED, SKIPPED: junit.SKIPPED, CANCELED: junit.SKIPPED, FAILED: junit.FAILED,
+              TIMEDOUT: junit.FAILED, INFRA: junit.ERROR}
+    cases = []
+    for job in reports:
+        for task in job.tasks:
+            text = "\n\n".join(p for p in (task.error_trace or task.error, task.logs and "logs:\n" + task.logs) if p)
+            cases.append(junit.Case(name=task.key, classname=job.name, time=task.duration,
+                                    status=status[task.outcome],
+                                    message=task.error or task.message or task.outcome, text=text))
+    return cases
+
+
+def write_junit(path: Path, reports: list[JobReport], suite: str) -> Path:
+    return junit.write(path, suite, junit_cases(reports))
+
+
+def annotate(platform, reports: list[JobReport], limit: int = 50) -> None:
+    count = 0
+    for job in reports:
+        for task in job.failed_tasks:
+            if count >= limit:
+                return
+            first = (task.error or task.message or task.outcome).strip().splitlines()
+            platform.error(f"{task.outcome}: {first[0] if first else task.outcome}"
+                           + (f" ({task.url})" if task.url else ""),
+                           title=f"{job.name} › {task.key} {task.outcome}")
+            count += 1

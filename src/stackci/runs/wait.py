@@ -1,0 +1,181 @@
+"""Wait for a job run: adaptive polling, one progress line per state change, cancel on
+interrupt or timeout, and a classification of how it ended.
+
+The SDK's own waiter sleeps at least a second between polls and says nothing while it
+waits; this one polls fast while a run is young (a short run is seen finishing within
+a fraction of a second) and backs off to one call every ``max_interval`` seconds, so a
+long run costs a bounded number of ``runs/get`` calls per minute.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .. import log
+
+logger = log.get("runs")
+
+TERMINAL = {"TERMINATED", "SKIPPED", "INTERNAL_ERROR"}
+
+SUCCESS, FAILED, INFRA, TIMEDOUT, CANCELED, SKIPPED = (
+    "success", "failed", "infrastructure", "timedout", "canceled", "skipped")
+
+#: termination codes that say the platform, not the user's code, failed
+INFRA_CODES = {"CLOUD_FAILURE", "CLUSTER_ERROR", "DRIVER_ERROR", "INTERNAL_ERROR", "STORAGE_ACCESS_ERROR",
+               "CLUSTER_REQUEST_LIMIT_EXCEEDED", "WORKSPACE_RUN_LIMIT_EXCEEDED", "MAX_SPARK_CONTEXTS_EXCEEDED",
+               "LIBRARY_INSTALLATION_ERROR", "REPOSITORY_CHECKOUT_FAILED", "BUDGET_POLICY_LIMIT_EXCEEDED"}
+
+
+@dataclass
+class Schedule:
+    """Poll intervals: ``first`` seconds at the start, growing by ``factor`` to ``max_interval``."""
+
+    first: float = 0.25
+    factor: float = 1.5
+    max_interval: float = 6.0
+
+    def intervals(self):
+        interval = self.first
+        while True:
+            yield interval
+            interval = min(interval * self.factor, self.max_interval)
+
+
+def _value(enum) -> str | None:
+    return getattr(enum, "value", enum)
+
+
+def run_state(run) -> tuple[str | None, str | None]:
+    """(life-cycle state, result state) of a run or task run, as strings."""
+    state = getattr(run, "state", None)
+    if state is None:
+        return None, None
+    return _value(state.life_cycle_state), _value(state.result_state)
+
+
+def termination(run) -> tuple[str | None, str | None]:
+    """(code, type) of ``status.termination_details``, when the service sent them."""
+    details = getattr(getattr(run, "status", None), "termination_details", None)
+    if details is None:
+        return None, None
+    return _value(getattr(details, "code", None)), _value(getattr(details, "type", None))
+
+
+_SEVERITY = [INFRA, TIMEDOUT, FAILED, CANCELED]
+
+
+def classify(run) -> str:
+    """One of success, failed, infrastructure, timedout, canceled, skipped.
+
+    A multi-task run whose task failed ends as INTERNAL_ERROR/FAILED ("Task x failed with
+    message: ..."), so the parent's life-cycle state alone does not say whose fault it
+    was: the termination details say it where present, else the tasks do.
+    """
+    life, result = run_state(run)
+    code, kind = termination(run)
+    if result == "TIMEDOUT" or code == "TIMEOUT":
+        return TIMEDOUT
+    if result in ("CANCELED", "UPSTREAM_CANCELED") or code in ("CANCELED", "USER_CANCELED"):
+        return CANCELED
+    if code in INFRA_CODES or kind in ("INTERNAL_ERROR", "CLOUD_FAILURE"):
+        return INFRA
+    if life == "SKIPPED" or result in ("EXCLUDED", "MAXIMUM_CONCURRENT_RUNS_REACHED", "DISABLED"):
+        return SKIPPED
+    if result == "SUCCESS":
+        return SUCCESS
+    tasks = [classify(t) for t in (getattr(run, "tasks", None) or []) if t is not run]
+    for outcome in _SEVERITY:
+        if outcome in tasks:
+            return outcome
+    if life == "INTERNAL_ERROR" and code != "RUN_EXECUTION_ERROR":
+        return INFRA
+    return FAILED
+
+
+@dataclass
+class WaitResult:
+    run: object
+    outcome: str
+    polls: int
+    elapsed: float
+    cancelled_by_us: bool = False
+    timed_out: bool = False
+
+
+@dataclass
+class Waiter:
+    """Poll ``runs/get`` until the run ends, logging each task's state changes."""
+
+    client: object                              # databricks.sdk.WorkspaceClient
+    schedule: Schedule = field(default_factory=Schedule)
+    clock: Callable[[], float] = time.monotonic
+    on_change: Callable[[str], None] | None = None
+    cancel_grace: float = 5.0                   # how long to wait for a cancelled run to stop
+
+    def wait(self, run_id: int, *, timeout: float | None = None, stop: threading.Event | None = None,
+             label: str = "run") -> WaitResult:
+        start = self.clock()
+        stop = stop or threading.Event()
+        seen: dict[str, tuple] = {}
+        polls = 0
+        intervals = self.schedule.intervals()
+        try:
+            while True:
+                run = self.client.jobs.get_run(run_id)
+                polls += 1
+                self._report(run, seen, start, label)
+                if run_state(run)[0] in TERMINAL:
+                    return WaitResult(run, classify(run), polls, self.clock() - start)
+                elapsed = self.clock() - start
+                if timeout is not None and elapsed >= timeout:
+                    self._say(start, f"{label}: timed out after {elapsed:.0f}s, cancelling run {run_id}")
+                    run, extra = self.cancel(run_id, start, label)
+                    return WaitResult(run, TIMEDOUT, polls + extra, self.clock() - start, True, True)
+                pause = next(intervals)
+                if timeout is not None:
+                    pause = max(0.0, min(pause, timeout - elapsed))
+                if stop.wait(pause):
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self._say(start, f"{label}: interrupted, cancelling run {run_id}")
+            try:
+                self.cancel(run_id, start, label)
+            except Exception as exc:  # the interrupt is what the user must see
+                logger.warning("could not cancel run %s: %s", run_id, exc)
+            raise
+
+    def cancel(self, run_id: int, start: float, label: str):
+        """Cancel the run and wait (bounded) until it has stopped; return its last state."""
+        self.client.jobs.cancel_run(run_id)
+        deadline = self.clock() + self.cancel_grace
+        polls = 0
+        run = None
+        while self.clock() < deadline:
+            run = self.client.jobs.get_run(run_id)
+            polls += 1
+            if run_state(run)[0] in TERMINAL:
+                break
+            time.sleep(0.1)
+        if run is not None:
+            self._say(start, f"{label}: run {run_id} is {'/'.join(filter(None, run_state(run)))}")
+        return run, polls
+
+    def _report(self, run, seen: dict, start: float, label: str) -> None:
+        items = [(label, run)] + [(f"{label} › {t.task_key}", t) for t in (getattr(run, "tasks", None) or [])]
+        for name, item in items:
+            state = run_state(item)
+            if state != seen.get(name) and state[0] is not None:
+                seen[name] = state
+                text = state[0] + (f" {state[1]}" if state[1] else "")
+                url = getattr(item, "run_page_url", None) if item is run and len(seen) == 1 else None
+                self._say(start, f"{name}: {text}" + (f" ({url})" if url else ""))
+
+    def _say(self, start: float, message: str) -> None:
+        line = f"[{self.clock() - start:6.1f}s] {message}"
+        if self.on_change is not None:
+            self.on_change(line)
+        else:
+            logger.info("%s", line)
