@@ -106,7 +106,8 @@ def parse_path(raw, *, name: str = "path") -> WsPath:
     if "\x00" in raw:
         raise invalid(f"Path ({raw!r}) contains a NUL character")
     if not raw.startswith("/"):
-        raise invalid(f"Path ({raw}) must be absolute: it should start with /Workspace/ (or /Users/, /Shared/, /Repos/)")
+        raise invalid(f"Path ({raw}) must be absolute: it should start with /Workspace/ "
+                      "(or /Users/, /Shared/, /Repos/)")
     parts = [p for p in raw.split("/") if p != ""]
     if any(p in (".", "..") for p in parts):
         raise invalid(f"Path ({raw}) must not contain '.' or '..' segments")
@@ -142,7 +143,8 @@ class WorkspaceTree:
 
     # ---- low level ---------------------------------------------------------
 
-    _COLUMNS = "path, object_id, object_type, language, length(content), created_at, modified_at, substr(content, 1, 64)"
+    _COLUMNS = ("path, object_id, object_type, language, length(content), created_at, modified_at, "
+                "substr(content, 1, 64)")
 
     def _get(self, canonical: str):
         rows = self.store.query(f"SELECT {self._COLUMNS} FROM objects WHERE path = ?", (canonical,))
