@@ -33,18 +33,22 @@ class _PlatformFilter(logging.Filter):
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it)."""
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests swap it),
+    unless a stream is set explicitly."""
+
+    _explicit = None
 
     def __init__(self) -> None:
-        super().__init__(sys.stderr)
+        super().__init__(None)
+        self._explicit = None
 
     @property
     def stream(self):
-        return sys.stderr
+        return self._explicit if self._explicit is not None else sys.stderr
 
     @stream.setter
     def stream(self, value) -> None:
-        pass
+        self._explicit = value if value is not sys.stderr else None
 
 
 def setup(platform: Platform, verbose: bool = False) -> logging.Logger:
