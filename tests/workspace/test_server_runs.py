@@ -559,8 +559,26 @@ def test_delete_run(scripted, ws_api):
     ("POST", "/api/2.2/jobs/runs/submit", {"tasks": [{"task_key": "a"}]}),
     ("POST", "/api/2.2/jobs/runs/submit", {"tasks": [py_task("a")], "timeout_seconds": -1}),
     ("POST", "/api/2.2/jobs/runs/delete", {}),
+    ("POST", "/api/2.2/jobs/runs/delete", {"run_id": 10 ** 30}),
+    ("POST", "/api/2.2/jobs/runs/cancel", {"run_id": 10 ** 30}),
+    ("POST", "/api/2.2/jobs/runs/cancel-all", {"job_id": 10 ** 30}),
+    ("GET", "/api/2.2/jobs/runs/get", {"run_id": str(10 ** 30)}),
+    ("GET", "/api/2.2/jobs/runs/get-output", {"run_id": str(-10 ** 30)}),
+    ("GET", "/api/2.2/jobs/runs/list", {"job_id": str(10 ** 30)}),
+    ("GET", "/api/2.2/jobs/runs/list", {"start_time_from": str(10 ** 30)}),
+    ("GET", "/api/2.2/jobs/runs/list", {"offset": "-5"}),
+    ("GET", "/api/2.2/jobs/runs/list", {"run_type": "NOPE"}),
+    ("GET", "/api/2.2/jobs/runs/list", {"page_token": "eyJiZWZvcmUiOiAxMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDB9"}),
+    ("POST", "/api/2.2/jobs/run-now", {"job_id": 10 ** 30}),
+    ("POST", "JOB", {"only": [{}]}),
+    ("POST", "JOB", {"queue": {"enabled": "maybe"}}),
+    ("POST", "JOB", {"python_params": [{}]}),
+    ("POST", "JOB", {"notebook_params": {"a": {"b": 1}}}),
 ])
 def test_bad_run_requests(scripted, ws_api, method, path, body):
+    if path == "JOB":  # run-now of an existing job with a bad field
+        body = {"job_id": make_job(scripted[1], py_task("a")), **body}
+        path = "/api/2.2/jobs/run-now"
     resp = ws_api(method, path, **({"params": body} if method == "GET" else {"json": body}))
     assert resp.status_code == 400, resp.text
     doc = resp.json()

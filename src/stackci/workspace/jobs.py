@@ -54,6 +54,14 @@ def decode_token(token: str) -> dict:
         raise invalid(f"Invalid page_token: {token}") from None
 
 
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def fits_int64(value) -> bool:
+    """Whether ``value`` can be an id or a time in the store (SQLite integers are 64-bit)."""
+    return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
+
+
 def termination_type(code: str) -> str:
     if code in ("SUCCESS", "SUCCESS_WITH_FAILURES", "USER_CANCELED", "SKIPPED"):
         return "SUCCESS"
@@ -84,6 +92,8 @@ class JobsService:
     # ---- jobs ---------------------------------------------------------------
 
     def _job(self, job_id) -> dict:
+        if not fits_int64(job_id):
+            raise invalid(f"Job {job_id} does not exist.")
         rows = self.store.query("SELECT doc FROM jobs WHERE job_id = ?", (job_id,))
         if not rows:
             raise invalid(f"Job {job_id} does not exist.")
@@ -147,6 +157,8 @@ class JobsService:
             raise invalid(f"The limit must be between 0 and {MAX_JOBS_PAGE}, got {limit}")
         limit = limit or 20
         offset = req.int_arg("offset", default=0)
+        if not 0 <= offset <= INT64_MAX:
+            raise invalid(f"The offset must not be negative, got {offset}")
         expand = req.bool_arg("expand_tasks")
         name = req.arg("name")
         token = req.arg("page_token")
@@ -156,7 +168,7 @@ class JobsService:
             args.append(name)
         if token:
             cursor = decode_token(token)
-            if not isinstance(cursor.get("before"), int):
+            if not fits_int64(cursor.get("before")):
                 raise invalid(f"Invalid page_token: {token}")
             where.append("job_id < ?")
             args.append(cursor["before"])
@@ -193,6 +205,18 @@ class JobsService:
         queue = req.field("queue", dict)
         notebook_params = req.field("notebook_params", dict) or {}
         python_params = req.field("python_params", list)
+        if only is not None and not all(isinstance(k, str) for k in only):
+            raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - "
+                           "expected an array of strings for field 'only'")
+        if queue is not None:
+            typed(queue, "enabled", bool, where="queue.")
+        for name, value in notebook_params.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - "
+                               f"expected a string for notebook_params.{name}")
+        if python_params is not None and not all(isinstance(p, (str, int, float, bool)) for p in python_params):
+            raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - "
+                           "expected an array of strings for field 'python_params'")
         for name, value in params.items():
             if not isinstance(value, (str, int, float, bool)):
                 raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - "
@@ -395,6 +419,8 @@ class JobsService:
     # ---- run documents ------------------------------------------------------
 
     def load_run(self, run_id: int) -> dict:
+        if not fits_int64(run_id):
+            raise invalid(f"Run {run_id} does not exist.")
         rows = self.store.query("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             raise invalid(f"Run {run_id} does not exist.")
@@ -419,6 +445,8 @@ class JobsService:
 
     def _resolve(self, run_id: int) -> tuple[dict, dict | None]:
         """(parent run, task entry or None) for a parent or task run id."""
+        if not fits_int64(run_id):
+            raise invalid(f"Run {run_id} does not exist.")
         rows = self.store.query("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
         if rows:
             return json.loads(rows[0][0]), None
@@ -472,13 +500,19 @@ class JobsService:
             raise invalid(f"The limit must be between 0 and {MAX_RUNS_PAGE}, got {limit}")
         limit = limit or MAX_RUNS_PAGE
         offset = req.int_arg("offset", default=0)
+        if not 0 <= offset <= INT64_MAX:
+            raise invalid(f"The offset must not be negative, got {offset}")
         active_only = req.bool_arg("active_only")
         completed_only = req.bool_arg("completed_only")
         if active_only and completed_only:
             raise invalid("active_only and completed_only cannot both be true")
         expand = req.bool_arg("expand_tasks")
         job_id = req.int_arg("job_id")
+        if job_id is not None and not fits_int64(job_id):
+            raise invalid(f"Job {job_id} does not exist.")
         run_type = req.arg("run_type")
+        if run_type is not None and run_type not in ("JOB_RUN", "SUBMIT_RUN", "WORKFLOW_RUN"):
+            raise invalid(f"Invalid run_type {run_type!r}; use JOB_RUN, SUBMIT_RUN or WORKFLOW_RUN")
         where, args = [], []
         if job_id is not None:
             where.append("job_id = ?")
@@ -492,6 +526,9 @@ class JobsService:
             args.append(run_type)
         start_from = req.int_arg("start_time_from")
         start_to = req.int_arg("start_time_to")
+        for name, value in (("start_time_from", start_from), ("start_time_to", start_to)):
+            if value is not None and not fits_int64(value):
+                raise invalid(f"Invalid value for parameter {name}: {value} is out of range")
         if start_from is not None:
             where.append("start_time >= ?")
             args.append(start_from)
@@ -501,7 +538,7 @@ class JobsService:
         token = req.arg("page_token")
         if token:
             cursor = decode_token(token)
-            if not isinstance(cursor.get("before"), int):
+            if not fits_int64(cursor.get("before")):
                 raise invalid(f"Invalid page_token: {token}")
             where.append("run_id < ?")
             args.append(cursor["before"])
