@@ -13,7 +13,12 @@ know (an unknown value deserialises to None and makes its waiter spin):
   TERMINATED/FAILED (or TIMEDOUT);
 * tasks that never ran are SKIPPED with UPSTREAM_FAILED, UPSTREAM_CANCELED or
   EXCLUDED (run_if or condition outcome not met);
-* ``status`` (the newer state) carries ``termination_details {code, type, message}``.
+* ``status`` (the newer state) carries ``termination_details {code, type, message}``;
+* ``runs/get-output`` answers for task run ids only: a parent run id is refused with the
+  real service's 400 "Retrieving the output of runs with multiple tasks is not
+  supported..." even for a one-task run (Jobs 2.1+ does the same);
+* a retry is a new task run id (``attempt_number`` counts up); earlier attempts stay
+  readable through runs/get and runs/get-output.
 
 Errors for unknown ids are 400 INVALID_PARAMETER_VALUE "Job <id> does not exist." /
 "Run <id> does not exist.", as the Jobs service answers.
