@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                    "Run the project's pytest suite, publish JUnit, annotate failures."),
     "run-job": ("stackci.runs.cli:command",
                 "Run a job that exists in a workspace, wait with progress, report task by task."),
+    "validate": ("stackci.bundle.cli:command",
+                 "Load, resolve and check the bundle (databricks.yml) for a target; print a summary."),
     "workspace": ("stackci.workspace.cli:workspace",
                   "The local workspace: a Databricks-compatible REST server on loopback."),
 }

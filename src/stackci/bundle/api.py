@@ -146,19 +146,21 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
                               file=loc.file if loc else None, line=loc.line if loc else None)
         return user
 
-    def expand_home(node: Node) -> None:
+    def expand_home(node: Node, key: str) -> None:
         if isinstance(node.value, str) and (node.value == "~" or node.value.startswith("~/")):
-            u = need_user(node.loc, f"the '~' in {node.value!r}")
+            what = f"workspace.{key} {node.value!r} (its '~')" if key in explicit else \
+                f"the default workspace.{key} {node.value!r} (its '~')"
+            u = need_user(node.loc, what)
             node.value = f"/Workspace/Users/{u.user_name}" + node.value[1:]
 
     for key in WORKSPACE_PATHS:
-        expand_home(ws.value[key])
+        expand_home(ws.value[key], key)
     resolver.resolve_all()
     for key in WORKSPACE_PATHS:
         node = ws.value[key]
         if not isinstance(node.value, str):
             raise error(node.loc, f"workspace.{key} must be a string path", f"set workspace.{key} to a workspace path")
-        expand_home(node)
+        expand_home(node, key)
         if node.value.startswith("/") and not node.value.startswith(("/Workspace/", "/Volumes/")) \
                 and node.value != "/Workspace":
             node.value = "/Workspace" + node.value

@@ -256,7 +256,7 @@ class Bundle:
             "workspace": {k: self.workspace.get(k) for k in
                           ("host", "root_path", "file_path", "state_path", "artifact_path", "resource_path")},
             "current_user": {"userName": self.current_user.user_name, "short_name": self.current_user.short_name,
-                             "source": self.current_user.source},
+                             "source": self.current_user.source} if self.current_user.user_name else None,
             "lock_enabled": self.lock_enabled,
             "variables": {k: {"value": v, "source": self.variable_sources.get(k)} for k, v in self.variables.items()},
             "resources": {kind: {key: {"name": r.full_name, "location": str(r.location) if r.location else None}
