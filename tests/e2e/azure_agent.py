@@ -7,7 +7,8 @@ on something it did not understand):
 - template expressions at compile time: ``${{ parameters.x }}`` inside strings and
   ``${{ if eq(parameters.x, true) }}:`` / ``ne(...)`` / ``${{ if parameters.x }}:``
   keys that splice a list of steps; ``template:`` references, relative to the including
-  file or ``file@alias`` for a repository resource; typed parameters with defaults,
+  file or ``file@alias`` for a repository resource; ``${{ each pair in parameters.x }}:``
+  over an object parameter inside a mapping; typed parameters with defaults,
   unknown parameters rejected;
 - macros ``$(Name)`` expanded in ``env:`` values and task inputs (never inside scripts:
   the policy test forbids them there), unknown macros left as they are;
@@ -35,6 +36,7 @@ from grammar import parse_azure_log
 
 _EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _IF = re.compile(r"^if\s+(?:(eq|ne)\(\s*parameters\.(\w+)\s*,\s*([^)]*?)\s*\)|parameters\.(\w+))$")
+_EACH = re.compile(r"^each\s+(\w+)\s+in\s+parameters\.(\w+)$")
 _MACRO = re.compile(r"\$\(([A-Za-z0-9_.]+)\)")
 
 
@@ -109,6 +111,8 @@ class Agent:
             if name not in given and "default" not in spec:
                 raise Unsupported(f"{path.name}: parameter {name} is required")
             values[name] = _typed(spec.get("type", "string"), given.get(name, spec.get("default")))
+            if spec.get("type") == "object" and not isinstance(values[name], (dict, list)):
+                raise Unsupported(f"{path.name}: object parameter {name} got {values[name]!r}")
         return self._steps(doc.get("steps") or [], values, path)
 
     def _sub(self, value, params):
@@ -122,8 +126,27 @@ class Agent:
         if isinstance(value, list):
             return [self._sub(v, params) for v in value]
         if isinstance(value, dict):
-            return {self._sub(k, params): self._sub(v, params) for k, v in value.items()}
+            out = {}
+            for k, v in value.items():
+                m = _EXPR.fullmatch(k) if isinstance(k, str) else None
+                each = _EACH.match(m.group(1)) if m else None
+                if each:   # ${{ each pair in parameters.x }}: over a mapping, in a mapping
+                    var, source = each.groups()
+                    for key, val in (params[source] or {}).items():
+                        scope = {**params, f"{var}.key": key, f"{var}.value": val}
+                        out.update(self._sub_each(v, scope))
+                    continue
+                out[self._sub(k, params)] = self._sub(v, params)
+            return out
         return value
+
+    def _sub_each(self, value, scope):
+        def one(m):
+            expr = m.group(1)
+            if expr in scope:
+                return _render(scope[expr])
+            raise Unsupported(f"template expression ${{{{ {expr} }}}} inside each")
+        return {_EXPR.sub(one, k): _EXPR.sub(one, str(v)) for k, v in value.items()}
 
     def _condition(self, key: str, params) -> bool:
         m = _IF.match(_EXPR.fullmatch(key).group(1))

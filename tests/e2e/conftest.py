@@ -108,7 +108,8 @@ def act_env(tmp_path_factory):
 @pytest.fixture
 def run_workflow(act_env, tmp_path):
     """Run ``workflow`` (a path or YAML text) on a fresh repository holding ``project``."""
-    def run(project: Path, workflow: str | Path, *, event="pull_request", payload=None, files=None) -> ActRun:
+    def run(project: Path, workflow: str | Path, *, event="pull_request", payload=None, files=None,
+            secrets=None, env=None) -> ActRun:
         repo = tmp_path / "repo"
         shutil.copytree(project, repo, ignore=shutil.ignore_patterns(".stackci", "__pycache__", ".pytest_cache"))
         for rel, text in (files or {}).items():
@@ -130,6 +131,10 @@ def run_workflow(act_env, tmp_path):
                 "--local-repository", f"{SETUP_PYTHON}={act_env['stub']}",
                 "--env", f"STACKCI_TOOLKIT_DIR={act_env['toolkit']}",
                 "--env", f"STACKCI_TEST_PYTHON_BIN={act_env['python_bin']}"]
+        for name, value in (secrets or {}).items():
+            argv += ["-s", f"{name}={value}"]
+        for name, value in (env or {}).items():
+            argv += ["--env", f"{name}={value}"]
         proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=600,
                               env={k: v for k, v in os.environ.items()
                                    if not k.startswith(("GITHUB_", "RUNNER_", "STACKCI_"))})

@@ -224,3 +224,13 @@ def test_helpers():
     assert len(token) <= 64
     az = {"TF_BUILD": "True", "BUILD_BUILDID": "9", "SYSTEM_JOBATTEMPT": "1"}
     assert idempotency_token(az, "x") not in (None, token)
+
+
+def test_job_params_from_the_environment_keep_spaces(run_cli, w, env):
+    echo = upload(w, "msg.py", "import sys\nassert sys.argv[1:] == ['hello world', 'x=y'], sys.argv\n")
+    job = w.jobs.create(name="m", parameters=[jobs.JobParameterDefinition(name="msg", default=""),
+                                              jobs.JobParameterDefinition(name="other", default="")],
+                        tasks=[task("t", echo, "{{job.parameters.msg}}", "{{job.parameters.other}}")])
+    result = run_cli(["run-job", "--job-id", str(job.job_id)],
+                     env={**env, "STACKCI_JOB_PARAM": "msg=hello world\nother=x=y\n"})
+    assert result.code == 0, result.stderr

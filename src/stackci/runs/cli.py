@@ -29,9 +29,21 @@ FAILURE_TEXT = {
 }
 
 
+class Line(click.ParamType):
+    """A string option whose environment variable holds one value per line (values may have spaces)."""
+
+    name = "key=value"
+    envvar_list_splitter = "\n"
+
+    def convert(self, value, param, ctx):
+        return value.strip() if isinstance(value, str) else value
+
+
 def parse_params(values: tuple[str, ...], option: str = "--job-param") -> dict[str, str]:
     params = {}
     for value in values:
+        if not value:
+            continue
         for item in filter(None, (v.strip() for v in value.splitlines())):
             key, sep, val = item.partition("=")
             if not sep or not key.strip():
@@ -120,7 +132,7 @@ def run_job(app: App, client, job, *, params: dict[str, str], timeout: float | N
 @click.command("run-job")
 @click.option("--job-id", type=int, envvar="STACKCI_JOB_ID", help="Id of the job to run.")
 @click.option("--job-name", envvar="STACKCI_JOB_NAME", help="Exact name of the job to run (instead of --job-id).")
-@click.option("--job-param", "job_params", multiple=True, envvar="STACKCI_JOB_PARAM",
+@click.option("--job-param", "job_params", multiple=True, type=Line(), envvar="STACKCI_JOB_PARAM",
               help="Job parameter key=value; repeatable (env: one per line).")
 @click.option("--timeout", envvar="STACKCI_TIMEOUT",
               help="Cancel the run and fail after this long, e.g. 30m, 1h30m.")

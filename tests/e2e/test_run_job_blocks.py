@@ -1,0 +1,126 @@
+"""The run-job block as users run it: the GitHub action under act and the Azure template
+under the agent stand-in, both against a local workspace over real HTTP."""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.core import Config
+from databricks.sdk.service import jobs
+from databricks.sdk.service.workspace import ImportFormat
+
+from azure_agent import Agent
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW = """\
+name: smoke
+on: workflow_dispatch
+permissions:
+  contents: read
+jobs:
+  smoke:
+    runs-on: ubuntu-latest
+    env:
+      DATABRICKS_HOST: HOST_PLACEHOLDER
+      DATABRICKS_TOKEN: ${{ secrets.DATABRICKS_TOKEN }}
+    steps:
+      - id: smoke
+        uses: OWNER/stackci/actions/run-job@v1
+        with:
+          job-name: JOB_PLACEHOLDER
+          job-params: |
+            env=staging
+            note=hello world
+          timeout: 2m
+      - if: always()
+        env:
+          RESULT: ${{ steps.smoke.outputs.result }}
+          RUN_ID: ${{ steps.smoke.outputs.run-id }}
+          JUNIT: ${{ steps.smoke.outputs.junit-xml }}
+        run: echo "result=$RESULT run=$RUN_ID junit=$JUNIT"
+"""
+
+
+@pytest.fixture
+def ws(tmp_path):
+    from stackci.workspace import LocalWorkspace
+
+    with LocalWorkspace(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def w(ws):
+    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat"))
+
+
+def make_job(w, name: str, fail: bool) -> int:
+    w.workspace.mkdirs("/Workspace/Shared/smoke")
+    body = ("import sys\nprint('params', sys.argv[1:])\n"
+            "assert sys.argv[1:] == ['staging', 'hello world'], sys.argv\n")
+    if fail:
+        body += "raise RuntimeError('model endpoint returned 503')\n"
+    w.workspace.upload("/Workspace/Shared/smoke/check.py", io.BytesIO(body.encode()), format=ImportFormat.AUTO,
+                       overwrite=True)
+    task = jobs.Task(task_key="check", spark_python_task=jobs.SparkPythonTask(
+        python_file="/Workspace/Shared/smoke/check.py",
+        parameters=["{{job.parameters.env}}", "{{job.parameters.note}}"]))
+    return w.jobs.create(name=name, tasks=[task], parameters=[
+        jobs.JobParameterDefinition(name="env", default="dev"),
+        jobs.JobParameterDefinition(name="note", default="")]).job_id
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["passing", "failing"])
+def test_github_action(run_workflow, ws, w, fail, tmp_path):
+    make_job(w, "churn smoke", fail)
+    workflow = WORKFLOW.replace("HOST_PLACEHOLDER", ws.url).replace("JOB_PLACEHOLDER", "churn smoke")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("smoke\n")
+    run = run_workflow(project, workflow, event="workflow_dispatch", payload={"inputs": {}},
+                       secrets={"DATABRICKS_TOKEN": ws.token})
+    assert ws.token not in run.log, "the token must be masked"
+    outputs = run.step_outputs()
+    if not fail:
+        assert run.code == 0 and run.job_succeeded, run.log[-3000:]
+        assert outputs["result"] == "success"
+        assert run.annotations() == []
+    else:
+        assert run.code != 0 and not run.job_succeeded
+        assert outputs["result"] == "failed"
+        per_task = [a for a in run.annotations() if a.properties.get("title") == "churn smoke › check failed"]
+        assert len(per_task) == 1 and "model endpoint returned 503" in per_task[0].data
+    assert f"run={outputs['run-id']}" in run.log       # the if: always() step read the outputs
+    assert "churn smoke › check: TERMINATED" in run.log
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["passing", "failing"])
+def test_azure_template(act_env, ws, w, fail, tmp_path):
+    job_id = make_job(w, "churn smoke", fail)
+    build = tmp_path / "agent"
+    (build / "s").mkdir(parents=True)
+    build.joinpath("stackci").symlink_to(act_env["lib"], target_is_directory=True)
+    agent = Agent(build, {"stackci": act_env["lib"]},
+                  {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+                   "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])})
+    agent.variables["databricksToken"] = ws.token
+    steps = agent.expand(ROOT / "azure-pipelines" / "steps" / "run-job.yml", {
+        "jobId": str(job_id), "jobParams": "env=staging\nnote=hello world",
+        "databricksEnv": {"DATABRICKS_HOST": ws.url, "DATABRICKS_TOKEN": "$(databricksToken)"}})
+    agent.run(steps)
+    assert agent.failed is fail, agent.text()[-3000:]
+    assert agent.output("runJob", "result") == ("failed" if fail else "success")
+    junit = Path(agent.output("runJob", "junit_xml"))
+    assert agent.published == [junit]
+    case = ET.parse(junit).getroot().find("testsuite").find("testcase")
+    assert case.get("name") == "check"
+    assert (case.find("failure") is not None) is fail
+    assert ws.token in agent.secrets          # masked with task.setsecret before anything printed it
+    errors = [i for i in agent.issues if i.properties.get("type") == "error"]
+    assert bool(errors) is fail
