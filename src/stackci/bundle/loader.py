@@ -338,7 +338,7 @@ def resolve_variables(tree: Node, target_name: str, target: Node | None, root: P
         default = defaults.get(name)
         if default is not None and default.value is not None:
             if (default.is_map or default.is_list) and not is_complex:
-                raise error(default.loc, f"variable {name!r} has a complex default but is not declared "
+                raise error(default.key_loc or default.loc, f"variable {name!r} has a complex default but is not declared "
                             "'type: complex'", hint=f"add 'type: complex' to variable {name!r}")
             values[name] = default.copy()
             sources[name] = origin.get(name, "default")
