@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SEGMENT = r"[a-zA-Z]+(?:[-_]*[a-zA-Z0-9]+)*"
+# Written without nested quantifiers over the same characters, so a long near-miss cannot make the
+# regex backtrack exponentially (the same language as letters-first, '-'/'_' only between alnum runs).
+_SEGMENT = r"[a-zA-Z][a-zA-Z0-9]*(?:[-_]+[a-zA-Z0-9]+)*"
 REFERENCE = re.compile(r"\$\{(" + _SEGMENT + r"(?:\." + _SEGMENT + r"(?:\[[0-9]+\])*)*(?:\[[0-9]+\])*)\}")
 _PART = re.compile(r"([^.\[\]]+)|\[([0-9]+)\]")
 
