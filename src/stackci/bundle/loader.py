@@ -304,9 +304,10 @@ def resolve_variables(tree: Node, target_name: str, target: Node | None, root: P
         overrides = data
     for name in options:
         if name not in decl:
-            raise ConfigError(f"--var {name}=... sets a variable the bundle does not declare",
-                              hint=f"declared variables: {', '.join(decl) or '(none)'}; declare it under "
-                                   "'variables:' in databricks.yml")
+            where = (declared.key_loc or declared.loc) if declared is not None else tree.loc
+            raise error(where, f"--var {name}=... sets a variable the bundle does not declare",
+                        hint=f"declared variables: {', '.join(decl) or '(none)'}; declare it under "
+                             "'variables:' in databricks.yml")
 
     values: dict[str, Node] = {}
     sources: dict[str, str] = {}

@@ -261,7 +261,8 @@ def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> 
         return
     if isinstance(schema, Scalar):
         if isinstance(value, (dict, list)):
-            raise wrong(f"a {schema.kind}")
+            raise wrong({"string": "a string", "integer": "an integer", "number": "a number",
+                         "boolean": "true or false"}.get(schema.kind, schema.kind))
         if isinstance(value, str) and has_reference(value):
             return
         if schema.kind == "string":
