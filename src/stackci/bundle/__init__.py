@@ -14,10 +14,20 @@ Every problem in the configuration is a :class:`stackci.errors.ConfigError` with
 line where it was written and a hint on how to fix it.
 """
 
-from .api import load_bundle, normalise_host
-from .model import (Bundle, CurrentUser, Deferred, Diagnostic, Resource, SyncFile, TranslatedPath,
-                    is_notebook, short_name)
-from .nodes import Location
+# Names resolve on first use: ``stackci --help`` looks this package up (find_spec imports it) and must
+# not pay for PyYAML.
+_EXPORTS = {
+    "load_bundle": "api", "normalise_host": "api", "Location": "nodes",
+    **{name: "model" for name in ("Bundle", "CurrentUser", "Deferred", "Diagnostic", "Resource", "SyncFile",
+                                  "TranslatedPath", "is_notebook", "short_name")},
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["load_bundle", "normalise_host", "Bundle", "CurrentUser", "Deferred", "Diagnostic", "Resource",
-           "SyncFile", "TranslatedPath", "Location", "is_notebook", "short_name"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
