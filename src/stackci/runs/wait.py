@@ -4,7 +4,8 @@ interrupt or timeout, and a classification of how it ended.
 The SDK's own waiter sleeps at least a second between polls and says nothing while it
 waits; this one polls fast while a run is young (a short run is seen finishing within
 a fraction of a second) and backs off to one call every ``max_interval`` seconds, so a
-long run costs a bounded number of ``runs/get`` calls per minute.
+long run costs a bounded number of ``runs/get`` calls per minute. A task ending while the
+run goes on restarts the fast polling: the next task may be short.
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ INFRA_CODES = {"CLOUD_FAILURE", "CLUSTER_ERROR", "DRIVER_ERROR", "INTERNAL_ERROR
 
 @dataclass
 class Schedule:
-    """Poll intervals: ``first`` seconds at the start, growing by ``factor`` to ``max_interval``."""
+    """Poll intervals: ``ramp`` first (a young run is polled densely, so a run of a second
+    or two is seen ending within a second), then ``max_interval`` apart (a long run costs
+    60 / max_interval calls a minute; with the ramp, a one-minute run costs ten)."""
 
-    first: float = 0.25
-    factor: float = 1.5
-    max_interval: float = 6.0
+    ramp: tuple[float, ...] = (0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 8.0)
+    max_interval: float = 15.0
 
     def intervals(self):
-        interval = self.first
+        yield from self.ramp
         while True:
-            yield interval
-            interval = min(interval * self.factor, self.max_interval)
+            yield self.max_interval
 
 
 def _value(enum) -> str | None:
@@ -124,11 +125,7 @@ class Waiter:
         intervals = self.schedule.intervals()
         try:
             while True:
-                run = self.client.jobs.get_run(run_id)
-                polls += 1
-                self._report(run, seen, start, label)
-                if run_state(run)[0] in TERMINAL:
-                    return WaitResult(run, classify(run), polls, self.clock() - start)
+                # a run that was just triggered has not ended: wait first, then look
                 elapsed = self.clock() - start
                 if timeout is not None and elapsed >= timeout:
                     self._say(start, f"{label}: timed out after {elapsed:.0f}s, cancelling run {run_id}")
@@ -139,6 +136,12 @@ class Waiter:
                     pause = max(0.0, min(pause, timeout - elapsed))
                 if stop.wait(pause):
                     raise KeyboardInterrupt
+                run = self.client.jobs.get_run(run_id)
+                polls += 1
+                if self._report(run, seen, start, label):
+                    intervals = self.schedule.intervals()   # a task ended: the next may be short
+                if run_state(run)[0] in TERMINAL:
+                    return WaitResult(run, classify(run), polls, self.clock() - start)
         except KeyboardInterrupt:
             self._say(start, f"{label}: interrupted, cancelling run {run_id}")
             try:
@@ -163,15 +166,20 @@ class Waiter:
             self._say(start, f"{label}: run {run_id} is {'/'.join(filter(None, run_state(run)))}")
         return run, polls
 
-    def _report(self, run, seen: dict, start: float, label: str) -> None:
+    def _report(self, run, seen: dict, start: float, label: str) -> bool:
+        """Log state changes; True when a task of a still-running run has just ended."""
+        task_ended = False
         items = [(label, run)] + [(f"{label} › {t.task_key}", t) for t in (getattr(run, "tasks", None) or [])]
         for name, item in items:
             state = run_state(item)
             if state != seen.get(name) and state[0] is not None:
+                if item is not run and state[0] in TERMINAL and seen.get(name) is not None:
+                    task_ended = True
                 seen[name] = state
                 text = state[0] + (f" {state[1]}" if state[1] else "")
                 url = getattr(item, "run_page_url", None) if item is run and len(seen) == 1 else None
                 self._say(start, f"{name}: {text}" + (f" ({url})" if url else ""))
+        return task_ended and run_state(run)[0] not in TERMINAL
 
     def _say(self, start: float, message: str) -> None:
         line = f"[{self.clock() - start:6.1f}s] {message}"
