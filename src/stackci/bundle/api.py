@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from . import git as gitinfo
 from . import schema
 from .interpolate import DEFERRED_PREFIXES, Resolver
-from .loader import (apply_target, check_bundle_name, error, expand_includes, find_root, merge_include,
+from .loader import (apply_target, check_bundle_name, error, expand_includes, find_root, merge, merge_include,
                      normalise_keyed_lists, parse_var_options, resolve_variables, select_target)
 from .model import Bundle, CurrentUser, Deferred, Diagnostic, Resource, SyncFile
 from .nodes import Location, Node, from_plain, load_file, to_plain, walk
@@ -40,7 +40,8 @@ def normalise_host(host: str) -> str:
 def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
                 variables: Mapping[str, str] | Iterable[str] | None = None,
                 env: Mapping[str, str] | None = None, current_user: UserSource = None,
-                lookup: Callable[[str, str], str] | None = None) -> Bundle:
+                lookup: Callable[[str, str], str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Bundle:
     """Load, merge and resolve the bundle in ``root`` for ``target``.
 
     ``variables``: ``--var`` values (``{"name": "value"}`` or ``["name=value"]``).
@@ -49,6 +50,9 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
     returning one (called once the host is known; it may raise :class:`ConfigError`, which only
     matters if the configuration needs the user). ``lookup``: resolves ``lookup`` variables,
     ``lookup(kind, name) -> id``; without it they need a value from ``--var`` and friends.
+    ``overrides``: settings merged over the selected target, like one more target layer
+    (``{"workspace": {"host": ..., "root_path": ...}, "presets": {...}}``); stackci uses it
+    for isolated copies and for deploying to the local workspace.
 
     Raises :class:`ConfigError` (file and line set) for anything wrong; warnings are in
     :attr:`Bundle.warnings`.
@@ -70,6 +74,10 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
     name = check_bundle_name(tree, config_file)
     target_name, target_node, targets = select_target(tree, target, Location(str(config_file), 1))
     merged = apply_target(tree, target_name, target_node)
+    if overrides:
+        layer = from_plain(dict(overrides), Location("(stackci overrides)", 1))
+        for section, node in layer.value.items():
+            merged.value[section] = merge(merged.value.get(section), node, (section,))
     normalise_keyed_lists(merged)
     mode_node = target_node.get("mode") if target_node is not None and target_node.is_map else None
     mode = mode_node.value if mode_node is not None else None
