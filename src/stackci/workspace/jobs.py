@@ -156,6 +156,20 @@ class JobsService:
         self.store.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
         return {}
 
+    def _page(self, table: str, key: str, where: list, args: list, limit: int, offset: int,
+              token: str | None) -> tuple[list[dict], bool]:
+        """One page, newest first: ``offset`` on the first page, then a keyset cursor in the token."""
+        if token:
+            cursor = decode_token(token)
+            if not fits_int64(cursor.get("before")):
+                raise invalid(f"Invalid page_token: {token}")
+            where, args = where + [f"{key} < ?"], args + [cursor["before"]]
+        sql = f"SELECT doc FROM {table}" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += f" ORDER BY {key} DESC LIMIT ? OFFSET ?"
+        rows = self.store.query(sql, tuple(args) + (limit + 1, 0 if token else offset))
+        docs = [json.loads(r[0]) for r in rows]
+        return docs[:limit], len(docs) > limit
+
     def list(self, req: Request) -> dict:
         limit = req.int_arg("limit", default=20)
         if limit < 0 or limit > MAX_JOBS_PAGE:
@@ -171,18 +185,7 @@ class JobsService:
         if name is not None:
             where.append("name = ? COLLATE NOCASE")
             args.append(name)
-        if token:
-            cursor = decode_token(token)
-            if not fits_int64(cursor.get("before")):
-                raise invalid(f"Invalid page_token: {token}")
-            where.append("job_id < ?")
-            args.append(cursor["before"])
-        sql = "SELECT doc FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY job_id DESC LIMIT ? OFFSET ?"
-        rows = self.store.query(sql, tuple(args) + (limit + 1, 0 if token else offset))
-        docs = [json.loads(r[0]) for r in rows]
-        has_more = len(docs) > limit
-        docs = docs[:limit]
+        docs, has_more = self._page("jobs", "job_id", where, args, limit, offset, token)
         out: dict = {}
         jobs = []
         for doc in docs:
@@ -541,18 +544,8 @@ class JobsService:
             where.append("start_time <= ?")
             args.append(start_to)
         token = req.arg("page_token")
-        if token:
-            cursor = decode_token(token)
-            if not fits_int64(cursor.get("before")):
-                raise invalid(f"Invalid page_token: {token}")
-            where.append("run_id < ?")
-            args.append(cursor["before"])
-        sql = "SELECT doc FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY run_id DESC LIMIT ? OFFSET ?"
-        rows = self.store.query(sql, tuple(args) + (limit + 1, 0 if token else offset))
-        docs = [public(json.loads(r[0])) for r in rows]
-        has_more = len(docs) > limit
-        docs = docs[:limit]
+        docs, has_more = self._page("runs", "run_id", where, args, limit, offset, token)
+        docs = [public(doc) for doc in docs]
         for doc in docs:
             if not expand:
                 doc.pop("tasks", None)
