@@ -71,8 +71,9 @@ class Transport:
     """What a client needs besides its base URL and auth: injectable for tests."""
 
     session: requests.Session = field(default_factory=requests.Session)
-    sleep: Callable[[float], None] = time.sleep
-    now: Callable[[], float] = time.time          # wall clock: rate-limit resets are epoch seconds
+    sleep: Callable[[float], None] = field(default=lambda seconds: time.sleep(seconds))
+    #: wall clock: rate-limit resets are epoch seconds
+    now: Callable[[], float] = field(default=lambda: time.time())
     max_wait: float = DEFAULT_MAX_WAIT
 
 

@@ -1,0 +1,1 @@
+"""Cutting releases: semantic versions, git, release notes and the ``cut-release`` command."""
