@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Run a job that exists in a workspace, wait with progress, report task by task."),
     "validate": ("stackci.bundle.cli:command",
                  "Load, resolve and check the bundle (databricks.yml) for a target; print a summary."),
+    "cut-release": ("stackci.release.cli:command",
+                    "Cut a release: version from the tags, release branch, tag, notes, GitHub Release."),
     "workspace": ("stackci.workspace.cli:workspace",
                   "The local workspace: a Databricks-compatible REST server on loopback."),
 }
