@@ -20,6 +20,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "Load, resolve and check the bundle (databricks.yml) for a target; print a summary."),
     "cut-release": ("stackci.release.cli:command",
                     "Cut a release: version from the tags, release branch, tag, notes, GitHub Release."),
+    "plan": ("stackci.deploy.cli:plan_command",
+             "Show what a deploy of a bundle target would create, update, delete and upload."),
+    "deploy": ("stackci.deploy.cli:deploy_command",
+               "Deploy a bundle target: lock, sync files, apply jobs/experiments/models, record state."),
+    "destroy": ("stackci.deploy.cli:destroy_command",
+                "Remove every job, experiment, model and file a bundle target's deployment owns."),
     "workspace": ("stackci.workspace.cli:workspace",
                   "The local workspace: a Databricks-compatible REST server on loopback."),
 }

@@ -1,0 +1,301 @@
+"""``stackci plan``, ``stackci deploy`` and ``stackci destroy`` for one bundle target.
+
+Everything that can be wrong with the input is checked before the workspace is
+changed: the bundle is loaded and resolved, resources are put in dependency order
+(a cycle is an error), unsupported resource kinds are refused, and the production
+guard (``--require-branch``) runs. Only then is the lock taken.
+
+The workspace is ``--host`` when given, else the target's ``workspace.host``; a
+``DATABRICKS_HOST`` that names another workspace is refused rather than silently
+deploying somewhere else. Credentials are databricks-sdk's (token, OAuth, OIDC, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from .. import log
+from ..context import App
+from ..errors import ConfigError
+
+logger = log.get("deploy")
+
+
+@dataclass
+class Loaded:
+    bundle: object
+    client: object
+    host: str
+    record: dict
+    ref: object
+
+
+def _norm(host: str | None) -> str:
+    from ..bundle import normalise_host
+    return normalise_host(host) if host else ""
+
+
+def _current_user(client, host: str):
+    from databricks.sdk.errors import DatabricksError
+
+    from ..bundle import CurrentUser
+    try:
+        me = client.current_user.me()
+    except DatabricksError as exc:
+        raise ConfigError(f"the workspace {host} refused to say who the current user is "
+                          f"({exc.error_code or type(exc).__name__})",
+                          hint="check the credentials, or pass --user (STACKCI_CURRENT_USER)") from None
+    if not me.user_name:
+        raise ConfigError(f"the workspace {host} returned no userName for the current user",
+                          hint="pass --user (STACKCI_CURRENT_USER)")
+    extra = {k: v for k, v in (("id", me.id), ("active", me.active)) if v is not None}
+    return CurrentUser(me.user_name, me.display_name, extra, source="workspace")
+
+
+def load(app: App, *, target, variables, project: Path, user, host_option, profile,
+         require_branch=(), command: str = "deploy") -> Loaded:
+    """Load and check everything; connect to the workspace (read-only so far)."""
+    from ..bundle import CurrentUser, load_bundle
+    from ..bundle.cli import display_path
+    from ..dbx import workspace_client
+    from . import guard
+    from .resources import apply_order, desired_resources
+
+    clients: dict = {}
+
+    def connect(bundle_host: str | None):
+        env_host = app.environ.get("DATABRICKS_HOST")
+        if host_option:
+            host = _norm(host_option)
+        elif bundle_host:
+            host = _norm(bundle_host)
+            if env_host and _norm(env_host) != host and not profile:
+                raise ConfigError(f"DATABRICKS_HOST is {_norm(env_host)} but target {target or '(default)'} deploys "
+                                  f"to {host}", hint="pass --host (STACKCI_HOST) to deploy to another workspace on "
+                                                     "purpose, or unset DATABRICKS_HOST")
+        elif env_host or profile:
+            host = _norm(env_host) if env_host else ""
+        else:
+            raise ConfigError("no workspace to deploy to: the target sets no workspace.host",
+                              hint="set workspace.host in the target, or pass --host (STACKCI_HOST)")
+        if host not in clients:
+            clients[host] = workspace_client(host or None, profile, app.platform)
+        return clients[host], clients[host].config.host
+
+    def user_source(bundle_host):
+        client, host = connect(bundle_host)
+        return _current_user(client, host)
+
+    source = CurrentUser(user.strip(), source="option") if user and user.strip() else user_source
+    try:
+        bundle = load_bundle(project, target, variables, env=app.environ, current_user=source)
+        for warning in bundle.warnings:
+            app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
+                                 title="stackci: bundle")
+        apply_order(desired_resources(bundle))
+    except ConfigError as exc:
+        exc.file = display_path(exc.file, app)
+        raise
+    git_info = (bundle.settings.get("bundle") or {}).get("git") or {}
+    ref = guard.current_ref(app.environ, git_info)
+    if require_branch:
+        guard.require_branch(list(require_branch), ref, bundle.target)
+    client, host = connect(bundle.host)
+    record = guard.deployment_record(bundle, app.environ, ref)
+    record["command"] = command
+    return Loaded(bundle, client, host, record, ref)
+
+
+def _engine(app: App, loaded: Loaded, parallel: int, what: str):
+    from .engine import Engine
+
+    progress = log.Progress(logger, f"{what} {loaded.bundle.target}", clock=app.clock)
+    return Engine(loaded.client, loaded.bundle, host=loaded.host, record=loaded.record, parallel=parallel,
+                  progress=progress)
+
+
+def publish_plan(app: App, plan, output: str) -> None:
+    p = app.platform
+    c = plan.counts
+    p.set_output("to-create", c["create"])
+    p.set_output("to-update", c["update"])
+    p.set_output("to-delete", c["delete"])
+    p.set_output("unchanged", c["unchanged"])
+    p.set_output("files-to-upload", c["files_upload"])
+    p.set_output("files-to-delete", c["files_delete"])
+    p.set_output("has-changes", "true" if plan.has_changes else "false")
+    p.append_summary(plan.markdown())
+    if output == "json":
+        click.echo(plan.json_text())
+    elif output == "markdown":
+        click.echo(plan.markdown(), nl=False)
+    else:
+        for line in plan.text().splitlines():
+            logger.info("%s", line)
+
+
+# --------------------------------------------------------------------------- options
+def bundle_options(fn):
+    options = [
+        click.option("-t", "--target", envvar="STACKCI_TARGET",
+                     help="Bundle target [default: the only target, else the one with 'default: true']."),
+        click.option("--var", "variables", multiple=True, envvar="STACKCI_VAR", metavar="NAME=VALUE",
+                     help="Set a bundle variable (highest precedence); repeatable. In the environment: several "
+                          "separated by spaces."),
+        click.option("-p", "--project", type=click.Path(path_type=Path), default=".", show_default=True,
+                     envvar="STACKCI_PROJECT", help="Folder of the bundle (holding databricks.yml)."),
+        click.option("--user", "--current-user", "user", envvar="STACKCI_CURRENT_USER", metavar="USERNAME",
+                     help="The deploying identity's userName [default: asked from the workspace]."),
+        click.option("--host", "host_option", envvar="STACKCI_HOST",
+                     help="Workspace URL [default: the target's workspace.host]."),
+        click.option("--profile", envvar="STACKCI_PROFILE", help="~/.databrickscfg profile to authenticate with."),
+        click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
+                     envvar="STACKCI_PARALLEL", help="Workspace requests in flight at once (file uploads, lookups)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.command("plan")
+@bundle_options
+@click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
+              envvar="STACKCI_OUTPUT", help="text: on stderr; json or markdown: on stdout.")
+@click.pass_obj
+def plan_command(app: App, target, variables, project, user, host_option, profile, parallel, output) -> None:
+    """Show what a deploy of the target would create, update, delete and upload.
+
+    Compares the resolved bundle with the deployment state in the workspace (read-only;
+    no lock). Outputs: to-create to-update to-delete unchanged files-to-upload
+    files-to-delete has-changes; the step summary gets the plan as a Markdown table.
+    """
+    loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
+                  profile=profile, command="plan")
+    engine = _engine(app, loaded, parallel, "plan")
+    plan = engine.plan(engine.read_state())
+    publish_plan(app, plan, output)
+
+
+def _summary(title: str, outcome, host: str) -> str:
+    from .. import markdown as md
+
+    parts = [title, "", md.cell(outcome.line() + "; " + outcome.files_line()), ""]
+    rows = [[md.code(address), md.cell(name or ""), action,
+             f"<a href=\"{md.cell(url)}\">{md.cell(url.rsplit('/', 1)[-1])}</a>" if url else ""]
+            for address, name, action, url in outcome.rows]
+    if rows:
+        parts.append(md.table(["Resource", "Name", "Action", "Link"], rows))
+    return "\n".join(parts) + "\n"
+
+
+@click.command("deploy")
+@bundle_options
+@click.option("--force-lock", is_flag=True, envvar="STACKCI_FORCE_LOCK",
+              help="Take the deployment lock even if another deploy holds it (e.g. one that was killed).")
+@click.option("--fail-on-active-runs", is_flag=True, envvar="STACKCI_FAIL_ON_ACTIVE_RUNS",
+              help="Refuse to deploy when a job that would change or be deleted has active runs.")
+@click.option("--require-branch", "require_branch", multiple=True, envvar="STACKCI_REQUIRE_BRANCH",
+              metavar="PATTERN", help="Only deploy from a branch matching this pattern (fnmatch, e.g. 'release/*'); "
+                                      "repeatable. Tags, pull requests and detached checkouts are refused.")
+@click.option("--dry-run", is_flag=True, envvar="STACKCI_DRY_RUN", help="Print the plan and change nothing.")
+@click.pass_obj
+def deploy_command(app: App, target, variables, project, user, host_option, profile, parallel, force_lock,
+                   fail_on_active_runs, require_branch, dry_run) -> None:
+    """Deploy the bundle to a target: files, then experiments, models and jobs.
+
+    Takes the deployment lock, uploads changed files, creates / resets / deletes resources in
+    dependency order and records every step in the state, so a deploy that is interrupted
+    converges when run again. Prints 'N created, N changed, N deleted, N unchanged'.
+    Outputs: jobs (JSON: key → id, url) created changed deleted unchanged files-uploaded
+    files-deleted.
+    """
+    from .engine import run_locked
+
+    loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
+                  profile=profile, require_branch=require_branch, command="deploy")
+    engine = _engine(app, loaded, parallel, "deploy")
+    bundle = loaded.bundle
+    if dry_run:
+        plan = engine.plan(engine.read_state())
+        publish_plan(app, plan, "text")
+        engine.say("dry run: nothing was changed")
+        return
+
+    def work():
+        state = engine.read_state()
+        plan = engine.plan(state)
+        engine.say(f"plan: {plan.headline()}")
+        for change in plan.resources:
+            if change.action != "unchanged":
+                engine.say(f"  {change.action} {change.address} ({change.name or ''}): {change.reason}")
+        if fail_on_active_runs:
+            engine.check_active_runs(plan)
+        return engine.deploy(state, plan)
+
+    outcome = run_locked(engine, "deploy", force_lock, work)
+    engine.say(outcome.files_line())
+    engine.say(outcome.line())
+    p = app.platform
+    p.set_output("jobs", json.dumps({k: {"id": v["id"], "url": v["url"]} for k, v in sorted(outcome.jobs.items())},
+                                    sort_keys=True))
+    p.set_output("created", len(outcome.created))
+    p.set_output("changed", len(outcome.changed))
+    p.set_output("deleted", len(outcome.deleted))
+    p.set_output("unchanged", len(outcome.unchanged))
+    p.set_output("files-uploaded", outcome.uploaded)
+    p.set_output("files-deleted", outcome.files_deleted)
+    from .. import markdown as md
+    p.append_summary(_summary(f"### ✅ Deployed {md.code(bundle.name)} to {md.code(bundle.target)}", outcome,
+                              loaded.host))
+
+
+@click.command("destroy")
+@bundle_options
+@click.option("--force-lock", is_flag=True, envvar="STACKCI_FORCE_LOCK",
+              help="Take the deployment lock even if another deploy holds it.")
+@click.option("--dry-run", is_flag=True, envvar="STACKCI_DRY_RUN", help="List what would be removed; change nothing.")
+@click.pass_obj
+def destroy_command(app: App, target, variables, project, user, host_option, profile, parallel, force_lock,
+                    dry_run) -> None:
+    """Remove every job, experiment, registered model and file the target's state owns, then the state.
+
+    Objects that stackci did not create are never touched. Outputs: deleted files-deleted.
+    """
+    from .engine import run_locked
+
+    loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
+                  profile=profile, command="destroy")
+    engine = _engine(app, loaded, parallel, "destroy")
+    bundle = loaded.bundle
+    if dry_run:
+        state = engine.read_state()
+        owned = state.owned()
+        for kind, key, entry in owned:
+            logger.info("  - %s.%s  %s (%s)", kind, key, entry.get("name") or "", entry.get("id"))
+        logger.info("%d resources and %d files would be removed from %s; dry run: nothing was changed",
+                    len(owned), len(state.files), bundle.root_path)
+        app.platform.set_output("deleted", 0)
+        app.platform.set_output("files-deleted", 0)
+        return
+
+    def work():
+        state = engine.read_state()
+        if not state.exists:
+            engine.say(f"nothing to destroy: no deployment state at {engine.store.path}")
+            return None
+        return engine.destroy(state)
+
+    outcome = run_locked(engine, "destroy", force_lock, work)
+    if outcome is not None:
+        engine.remove_folders()
+        engine.say(f"{len(outcome.deleted)} deleted; files: {outcome.files_deleted} deleted")
+    deleted = len(outcome.deleted) if outcome else 0
+    app.platform.set_output("deleted", deleted)
+    app.platform.set_output("files-deleted", outcome.files_deleted if outcome else 0)
+    from .. import markdown as md
+    app.platform.append_summary(f"### 🗑️ Destroyed {md.code(bundle.name)} in {md.code(bundle.target)}\n\n"
+                                f"{deleted} resources and {outcome.files_deleted if outcome else 0} files removed.\n")

@@ -1,0 +1,218 @@
+"""The plan: what a deploy would upload, delete, create, update and leave alone.
+
+Files are compared by content hash with the state. Resources are compared by a
+canonical hash of the request body stackci would send (settings after every
+reference is resolved, plus the deployment tags) with the hash recorded when it was
+last applied; each resource the state knows is also looked up once, so a job deleted
+outside the deploy is planned for re-creation.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .files import FileChange, plan_files
+from .resources import (DELETE_ORDER, Desired, Resolver, Unresolved, apply_order, body_hash, desired_resources,
+                        resolve, singular)
+
+
+@dataclass
+class ResourceChange:
+    kind: str
+    key: str
+    action: str                      # "create" | "update" | "delete" | "unchanged"
+    name: str | None
+    id: object = None
+    reason: str = ""
+    desired: Desired | None = None
+    entry: dict | None = None        # the state's record
+    pending: dict | None = None      # an announced create that was never recorded
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind}.{self.key}"
+
+
+@dataclass
+class Plan:
+    bundle_name: str
+    target: str
+    host: str
+    root_path: str
+    files: list[FileChange]
+    resources: list[ResourceChange]          # creates/updates/unchanged in apply order, then deletes
+    desired: dict = field(default_factory=dict)
+    files_root_missing: bool = False
+
+    def count(self, action: str) -> int:
+        return sum(1 for r in self.resources if r.action == action)
+
+    def file_count(self, action: str) -> int:
+        return sum(1 for f in self.files if f.action == action)
+
+    @property
+    def counts(self) -> dict:
+        return {"create": self.count("create"), "update": self.count("update"), "delete": self.count("delete"),
+                "unchanged": self.count("unchanged"), "files_upload": self.file_count("upload"),
+                "files_delete": self.file_count("delete"), "files_unchanged": self.file_count("unchanged")}
+
+    @property
+    def has_changes(self) -> bool:
+        c = self.counts
+        return any(c[k] for k in ("create", "update", "delete", "files_upload", "files_delete"))
+
+    # -- rendering ------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "bundle": self.bundle_name, "target": self.target, "host": self.host, "root_path": self.root_path,
+            "resources": [{"kind": r.kind, "key": r.key, "name": r.name, "action": r.action, "id": r.id,
+                           "reason": r.reason} for r in self.resources],
+            "files": {"upload": [{"path": f.rel, "remote": f.remote, "reason": f.reason}
+                                 for f in self.files if f.action == "upload"],
+                      "delete": [{"path": f.rel, "remote": f.remote} for f in self.files if f.action == "delete"],
+                      "unchanged": self.file_count("unchanged")},
+            "counts": self.counts,
+            "has_changes": self.has_changes,
+        }
+
+    def headline(self) -> str:
+        c = self.counts
+        return (f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
+                f"{c['unchanged']} unchanged; files: {c['files_upload']} to upload, {c['files_delete']} to delete, "
+                f"{c['files_unchanged']} unchanged")
+
+    def text(self) -> str:
+        symbol = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
+        lines = [f"Plan for bundle {self.bundle_name}, target {self.target} ({self.host}, {self.root_path})"]
+        width = max((len(r.address) for r in self.resources), default=0)
+        for r in self.resources:
+            detail = f" ({r.reason})" if r.reason and r.action != "unchanged" else ""
+            lines.append(f"  {symbol[r.action]} {r.address.ljust(width)}  {r.action:<9} {r.name or ''}{detail}")
+        if not self.resources:
+            lines.append("  (no resources)")
+        uploads = [f for f in self.files if f.action == "upload"]
+        deletes = [f for f in self.files if f.action == "delete"]
+        lines.append(f"Files ({self.file_count('unchanged')} unchanged):")
+        lines += [f"  + {f.rel} ({f.reason})" for f in uploads[:50]]
+        if len(uploads) > 50:
+            lines.append(f"  + … {len(uploads) - 50} more to upload")
+        lines += [f"  - {f.rel}" for f in deletes[:50]]
+        if len(deletes) > 50:
+            lines.append(f"  - … {len(deletes) - 50} more to delete")
+        lines.append(self.headline())
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        from .. import markdown as md
+
+        icon = {"create": "➕ create", "update": "✏️ update", "delete": "🗑️ delete", "unchanged": "unchanged"}
+        changed = [r for r in self.resources if r.action != "unchanged"]
+        parts = [f"### Plan: {md.code(self.bundle_name)} → {md.code(self.target)}", "",
+                 f"{md.cell(self.headline())}", ""]
+        if changed:
+            parts.append(md.table(["Resource", "Name", "Action", "Why"],
+                                  [[md.code(r.address), md.cell(r.name or ""), icon[r.action], md.cell(r.reason)]
+                                   for r in changed]))
+        else:
+            parts.append("No resource changes.")
+        uploads = [f for f in self.files if f.action == "upload"]
+        deletes = [f for f in self.files if f.action == "delete"]
+        if uploads or deletes:
+            rows = [[md.code(f.rel), "upload", md.cell(f.reason)] for f in uploads[:100]]
+            rows += [[md.code(f.rel), "delete", ""] for f in deletes[:100]]
+            more = len(uploads) + len(deletes) - len(rows)
+            body = md.table(["File", "Action", "Why"], rows) + (f"\n\n… and {more} more" if more > 0 else "")
+            parts += ["", md.details(f"Files: {len(uploads)} to upload, {len(deletes)} to delete, "
+                                     f"{self.file_count('unchanged')} unchanged", body)]
+        return "\n".join(parts) + "\n"
+
+    def json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, default=str)
+
+
+def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) -> Plan:
+    """Compare the bundle with the state and the workspace (read-only)."""
+    from databricks.sdk import errors
+
+    # files: if the folder is gone, every file is new again
+    state_files = dict(state.files)
+    root_missing = False
+    if state_files:
+        try:
+            client.workspace.get_status(bundle.file_path)
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            state_files, root_missing = {}, True
+    files = plan_files(bundle, state_files)
+    if root_missing:
+        for f in files:
+            if f.action == "upload":
+                f.reason = f"{bundle.file_path} is missing in the workspace"
+
+    desired = desired_resources(bundle)
+    order = apply_order(desired)
+
+    # which recorded objects still exist (one lookup each, in parallel)
+    recorded = [(kind, key, entry) for kind, key, entry in state.owned() if (kind, key) in desired
+                and kind in kinds and entry.get("id") is not None]
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        alive = dict(zip([(k, key) for k, key, _ in recorded],
+                         pool.map(lambda item: kinds[item[0]].exists(item[2]), recorded)))
+
+    ids: dict = {}
+    fresh: set = set()               # resources that get a new id in this deploy
+    changes: list[ResourceChange] = []
+    resolver = Resolver(desired, ids, host)
+    for node in order:
+        d = desired[node]
+        entry = state.resource(*node)
+        pending = state.pending.get(d.address)
+        if entry is not None and entry.get("id") is not None and alive.get(node, False):
+            ids[node] = entry["id"]
+        try:
+            settings = resolve(d.settings, resolver)
+            body = kinds[d.kind].body(d, settings)
+            name = kinds[d.kind].name_of(body)
+            digest = body_hash(body)
+            waiting = None
+        except Unresolved as exc:
+            body, digest, waiting = None, None, exc.ref
+            name = kinds[d.kind].name_of(kinds[d.kind].body(d, d.settings))
+        if entry is None or entry.get("id") is None:
+            reason = "new"
+            if pending:
+                reason = "new; an interrupted deploy may have created it already, it will be adopted"
+            changes.append(ResourceChange(d.kind, d.key, "create", name, None, reason, d, None, pending))
+            fresh.add(node)
+        elif not alive.get(node, False):
+            changes.append(ResourceChange(d.kind, d.key, "create", name, entry.get("id"),
+                                          f"{singular(d.kind)} {entry.get('id')} was deleted outside the deploy; "
+                                          "it will be created again", d, entry, pending))
+            fresh.add(node)
+            ids.pop(node, None)
+        elif waiting is not None:
+            changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"],
+                                          f"{waiting} gets a new value in this deploy", d, entry))
+        elif digest != entry.get("hash"):
+            reason = "settings changed"
+            if entry.get("name") and name and entry.get("name") != name:
+                reason = f"renamed from {entry['name']!r}"
+            changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"], reason, d, entry))
+        else:
+            changes.append(ResourceChange(d.kind, d.key, "unchanged", name, entry["id"], "", d, entry))
+
+    removed = [(kind, key, entry) for kind, key, entry in state.owned() if (kind, key) not in desired]
+    removed.sort(key=lambda item: (DELETE_ORDER.index(item[0]) if item[0] in DELETE_ORDER else -1, item[1]))
+    for kind, key, entry in removed:
+        changes.append(ResourceChange(kind, key, "delete", entry.get("name"), entry.get("id"),
+                                      "no longer in the bundle", None, entry))
+    # creates that an interrupted deploy announced for resources the bundle no longer has
+    for address, pending in sorted(state.pending.items()):
+        kind, _, key = address.partition(".")
+        if (kind, key) in desired or state.resource(kind, key) is not None or kind not in kinds:
+            continue
+        changes.append(ResourceChange(kind, key, "delete", pending.get("name"), None,
+                                      "created by an interrupted deploy and no longer in the bundle", None, None,
+                                      pending))
+    return Plan(bundle.name, bundle.target, host, bundle.root_path, files, changes, desired, root_missing)
