@@ -67,8 +67,15 @@ class Git:
 
     def dirty_files(self) -> list[str]:
         """Tracked files with changes, staged or not (untracked files are ignored: they are not released)."""
-        lines = self.out("status", "--porcelain=v1", "--untracked-files=no").splitlines()
-        return [line[3:] for line in lines if line.strip()]
+        entries = self.run("status", "--porcelain=v1", "-z", "--untracked-files=no").stdout.split("\0")
+        files, skip = [], False
+        for entry in entries:
+            if skip or len(entry) < 4:     # the second path of a rename, or the trailing empty entry
+                skip = False
+                continue
+            files.append(entry[3:])
+            skip = entry[0] in "RC"
+        return files
 
     def current_branch(self) -> str | None:
         proc = self.run("symbolic-ref", "-q", "--short", "HEAD", check=False)
