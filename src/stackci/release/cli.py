@@ -52,7 +52,8 @@ class Plan:
     tag: str
     branch: str
     sha: str
-    previous: str | None = None
+    previous: str | None = None           # tag of the previous release, for the notes
+    previous_commit: str | None = None
     branch_state: str = "create"          # create | exists | fast-forward
     branch_old: str | None = None
     tag_state: str = "create"             # create | exists
@@ -244,7 +245,9 @@ def make_plan(git: Git, remote: Remote, opts: Options, fixed: Version | None, ta
     # Notes: since the previous release (a prerelease counts only for the next prerelease).
     older = [(v, n) for n, v in ((n, tags.match(n)) for n in known) if v is not None and v < version
              and (version.is_prerelease or not v.is_prerelease) and git.has_commit(known[n])]
-    plan.previous = max(older)[1] if older else None
+    if older:
+        plan.previous = max(older)[1]
+        plan.previous_commit = known[plan.previous]
     return plan
 
 
@@ -294,7 +297,7 @@ def cut_release(app: App, opts: Options, *, transport=None) -> Plan:
     progress.say(f"releasing {sha[:12]}; reading branches and tags of {opts.remote}")
     plan = make_plan(git, remote, opts, fixed, tags, branches, sha)
     if opts.notes == "auto":
-        rev_range = f"{plan.previous}..{sha}" if plan.previous else sha
+        rev_range = f"{plan.previous_commit}..{sha}" if plan.previous_commit else sha
         compare = github.web_url("compare", f"{plan.previous}...{plan.tag}") if github and plan.previous else None
         plan.notes = release_notes.render(git.log(rev_range), previous=plan.previous, compare_url=compare)
     else:
@@ -319,7 +322,9 @@ def cut_release(app: App, opts: Options, *, transport=None) -> Plan:
 
     message = f"Release {plan.version}\n\n{plan.notes}"
     if plan.branch_state != "exists" or plan.tag_state == "create":
-        progress.say(f"pushing {', '.join(x for x in (plan.branch if plan.branch_state != 'exists' else '', plan.tag if plan.tag_state == 'create' else '') if x)}")
+        pushing = [plan.branch] if plan.branch_state != "exists" else []
+        pushing += [plan.tag] if plan.tag_state == "create" else []
+        progress.say(f"pushing {', '.join(pushing)}")
         remote.publish(plan, message)
     if github:
         release, created = github.ensure_release(plan.tag, name=plan.tag, body=plan.notes,
