@@ -127,7 +127,7 @@ _code_cache_prefix: str | None = None
 
 
 def _runtime_cache_prefix() -> str:
-    """Prefix of the runtime's code cache files: a folder only this user can write, plus a source hash.
+    """Prefix of the runtime's code cache files: a private folder, plus a hash of the source and its path.
 
     "" (no cache) when no such folder can be had: a cache others could write would run their code.
     """
@@ -143,7 +143,9 @@ def _runtime_cache_prefix() -> str:
             folder.mkdir(mode=0o700, exist_ok=True)
             info = os.lstat(folder)
             if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
-                digest = hashlib.sha256(RUNTIME_FILE.read_bytes()).hexdigest()[:16]
+                # the compiled code names its file (tracebacks, and the frames the runtime hides
+                # from users), so the key is the path as well as the content
+                digest = hashlib.sha256(str(RUNTIME_FILE).encode() + b"\0" + RUNTIME_FILE.read_bytes()).hexdigest()[:16]
                 prefix = str(folder / f"runtime-{digest}")
             else:
                 log.warning("not caching the task runtime's code: %s is not a private folder", folder)
