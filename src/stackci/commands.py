@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Deploy a bundle target: lock, sync files, apply jobs/experiments/models, record state."),
     "destroy": ("stackci.deploy.cli:destroy_command",
                 "Remove every job, experiment, model and file a bundle target's deployment owns."),
+    "integration-test": ("stackci.runs.integration:integration_command",
+                         "Deploy an isolated copy of a target, run its jobs, report task by task, tear it down."),
+    "gc": ("stackci.runs.integration:gc_command",
+           "Remove isolated copies that integration tests left behind (for a nightly workflow)."),
     "workspace": ("stackci.workspace.cli:workspace",
                   "The local workspace: a Databricks-compatible REST server on loopback."),
 }
