@@ -57,7 +57,7 @@ def _current_user(client, host: str):
 
 
 def load(app: App, *, target, variables, project: Path, user, host_option, profile,
-         require_branch=(), command: str = "deploy") -> Loaded:
+         require_branch=(), command: str = "deploy", overrides: dict | None = None) -> Loaded:
     """Load and check everything; connect to the workspace (read-only so far)."""
     from ..bundle import CurrentUser, load_bundle
     from ..bundle.cli import display_path
@@ -92,7 +92,8 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
 
     source = CurrentUser(user.strip(), source="option") if user and user.strip() else user_source
     try:
-        bundle = load_bundle(project, target, variables, env=app.environ, current_user=source)
+        bundle = load_bundle(project, target, variables, env=app.environ, current_user=source,
+                             overrides=overrides)
         for warning in bundle.warnings:
             app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
                                  title="stackci: bundle")
