@@ -146,9 +146,12 @@ def summary_markdown(bundle: Bundle) -> str:
                    "id); otherwise asked from the target's workspace when credentials are configured.")
 @click.option("--offline", is_flag=True, envvar="STACKCI_OFFLINE",
               help="Never contact the workspace (the current user must then come from --user if needed).")
+@click.option("--host", "host_option", envvar="STACKCI_HOST",
+              help="Workspace to ask for the current user [default: the target's workspace.host], as for "
+                   "plan and deploy.")
 @click.pass_obj
 def command(app: App, target: str | None, variables: tuple[str, ...], output: str, project: Path,
-            user: str | None, offline: bool) -> None:
+            user: str | None, offline: bool, host_option: str | None = None) -> None:
     """Load, resolve and check the bundle (databricks.yml) for one target.
 
     Prints the target, host, root path and each resource with its final name. Unknown fields
@@ -161,6 +164,9 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
         source = None
     else:
         source = workspace_user(app.environ)
+        if host_option and host_option.strip():
+            ask, host = source, host_option.strip()
+            source = lambda _bundle_host: ask(host)  # noqa: E731  (the workspace a deploy would use)
     try:
         bundle = load_bundle(project, target, variables, env=app.environ, current_user=source)
     except ConfigError as exc:
