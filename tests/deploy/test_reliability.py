@@ -4,6 +4,7 @@ points, SIGTERM, and two deploys racing for one target."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import (USER, cli_subprocess, jobs_by_name, read_state, remote_text, sha,  # type: ignore
                       tree)
+from killproxy import KillPoint, KillProxy  # type: ignore
 
 ROOT = f"/Workspace/Users/{USER}/.bundle"
 
@@ -56,32 +58,117 @@ def test_deploy_under_injected_faults_ends_in_the_planned_state(deploy, w, ws, p
     assert again.outputs["files-uploaded"] == "0"
 
 
-# the bundle edits between kills, so that kills land in creates, updates, renames and deletes
-def _edit(root, step: int) -> None:
-    jobs = root / "resources/jobs.yml"
-    text = jobs.read_text()
-    kind = step % 5
-    if kind == 1:
-        (root / "src/util.py").write_text(f"X = {step}\n")
-    elif kind == 2:
-        text = text.replace("name: small-b", "name: small-b-renamed") if "small-b-renamed" not in text else \
-            text.replace("name: small-b-renamed", "name: small-b")
-        jobs.write_text(text)
-    elif kind == 3:
-        if "\n            b:\n" in text:
-            start = text.index("\n            b:\n")
-            end = text.index("\n            c:\n")
-            (root / "b.yml.saved").write_text(text[start:end])
-            jobs.write_text(text[:start] + text[end:])
-            (root / "src/tool.py").unlink(missing_ok=True)
-    elif kind == 4:
-        saved = root / "b.yml.saved"
-        if saved.exists():
-            start = text.index("\n            c:\n")
-            jobs.write_text(text[:start] + saved.read_text() + text[start:])
-            saved.unlink()
-            (root / "src/tool.py").write_text("print('tool')\n")
-        (root / "src/nb_b.py").write_text(f"# Databricks notebook source\nprint({step})\n")
+# ------------------------------------------------------------------ SIGKILL at chosen requests
+KILL_BUNDLE = """
+bundle:
+  name: small
+include:
+  - resources/*.yml
+variables:
+  greeting:
+    default: {greeting}
+targets:
+  staging:
+    default: true
+    workspace:
+      host: https://adb-2222222222222222.12.azuredatabricks.net
+"""
+JOB_A = """
+    {a}:
+      name: small-{a}
+      tasks:
+        - task_key: main
+          notebook_task:
+            notebook_path: ../src/nb_a.py
+            base_parameters:
+              greeting: ${{var.greeting}}
+"""
+JOB_B = """
+    b:
+      name: {b_name}
+      tasks:
+        - task_key: main
+          spark_python_task:
+            python_file: ../src/tool.py
+"""
+JOB_C = """
+    c:
+      name: small-c
+      tasks:
+        - task_key: call_a
+          run_job_task:
+            job_id: ${{resources.jobs.{a}.id}}
+"""
+
+
+class KillBundle:
+    """The small bundle, rewritten by each edit so that the next deploy creates, updates, renames or
+    deletes something: ``update`` (a job's parameters and a file), ``rename`` (job b), ``delete``
+    (job b and its script), ``create`` (job b again), ``rekey`` (job a under a new key: a create,
+    an update of the job that refers to it, and a delete in one deploy)."""
+
+    EDITS = ("update", "rename", "delete", "create", "rekey")
+
+    def __init__(self, root) -> None:
+        self.root = root
+        self.greeting, self.a, self.b, self.b_name, self.util = "hello", "a", True, "small-b", 0
+        self.write(0)
+
+    def write(self, step: int) -> None:
+        (self.root / "databricks.yml").write_text(KILL_BUNDLE.format(greeting=self.greeting).lstrip())
+        jobs = "resources:\n  experiments:\n    exp:\n      name: /Shared/small-${bundle.target}-exp\n  jobs:"
+        jobs += JOB_A.format(a=self.a) + (JOB_B.format(b_name=self.b_name) if self.b else "") + JOB_C.format(a=self.a)
+        (self.root / "resources").mkdir(exist_ok=True)
+        (self.root / "resources/jobs.yml").write_text(jobs)
+        src = self.root / "src"
+        src.mkdir(exist_ok=True)
+        (src / "nb_a.py").write_text(NOTEBOOK_HEADER + "print('a')\n")
+        (src / "util.py").write_text(f"X = {self.util}\n")
+        if self.b:
+            (src / "tool.py").write_text(f"print('tool {self.b_name}')\n")
+        else:
+            (src / "tool.py").unlink(missing_ok=True)
+
+    def edit(self, kind: str, step: int) -> None:
+        if kind == "update":
+            self.greeting, self.util = f"hello-{step}", step
+        elif kind == "rename":
+            self.b_name = "small-b-renamed" if self.b_name == "small-b" else "small-b"
+        elif kind == "delete":
+            self.b = False
+        elif kind == "create":
+            self.b = True
+        elif kind == "rekey":
+            self.a = "a2" if self.a == "a" else "a"
+        self.write(step)
+
+
+NOTEBOOK_HEADER = "# Databricks notebook source\n"
+
+
+def _points(rng: random.Random) -> list[tuple[str, KillPoint]]:
+    """(edit, kill point) for every killed deploy: the first deploy, then five rounds of the five edits.
+    Each edit is killed in its own change (create, update, rename, delete) before and after the
+    workspace applied it, at a random one of its file uploads or state writes, and at the lock."""
+    P = KillPoint
+    rounds = {
+        "update": [P("update job", 1, "before"), P("update job", 1, "after"),
+                   P("upload file", rng.randint(1, 2), "after"), P("write state", rng.randint(1, 4), "before"),
+                   P("take lock", 1, "after")],
+        "rename": [P("update job", 1, "after"), P("update job", 1, "before"),
+                   P("write state", rng.randint(1, 4), "after"), P("upload file", 1, "before"),
+                   P("take lock", 1, "before")],
+        "delete": [P("delete job", 1, "before"), P("delete job", 1, "after"),
+                   P("delete file", 1, "after"), P("write state", rng.randint(1, 4), "after"),
+                   P("release lock", 1, "before")],
+        "create": [P("create job", 1, "after"), P("create job", 1, "before"),
+                   P("upload file", rng.randint(1, 2), "before"), P("write state", rng.randint(1, 4), "after"),
+                   P("release lock", 1, "after")],
+        "rekey": [P("create job", 1, "after"), P("update job", 1, "after"),
+                  P("delete job", 1, "before"), P("delete job", 1, "after"), P("write state", rng.randint(5, 6), "after")],
+    }
+    first = P("create job", rng.randint(1, 3), "after")
+    return [("first deploy", first)] + [(edit, rounds[edit][r]) for r in range(5) for edit in KillBundle.EDITS]
 
 
 def _expected(root) -> tuple[set, dict]:
@@ -93,45 +180,101 @@ def _expected(root) -> tuple[set, dict]:
     return jobs, files
 
 
-def test_sigkill_at_random_points_then_rerun_converges(ws, w, env, small, run_cli):
-    """20 deploys killed with SIGKILL after a random number of workspace requests; after each,
-    one more deploy (with --force-lock: the dead one still holds the lock) must leave exactly
-    the bundle's jobs (no duplicate, no orphan) and files."""
-    rng = random.Random(20240611)
-    args = ["deploy", "-t", "staging", "--project", str(small), "--force-lock"]
+@pytest.fixture
+def kill_proxy(ws):
+    proxy = KillProxy(ws.url)
+    yield proxy
+    proxy.close()
+
+
+class Zygote:
+    """Runs ``stackci`` commands as forks of one warm process (see zygote.py): real processes to
+    SIGKILL, without the interpreter start-up and imports for each."""
+
+    def __init__(self, tmp_path) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.tmp = tmp_path
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("zygote.py"))], env=env,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+        self.base = env
+
+    def run(self, argv: list[str], env: dict, started) -> tuple[int, str]:
+        """(wait status, stderr) of ``stackci argv``; ``started(pid)`` is called as soon as it runs."""
+        out, err = self.tmp / "zygote.out", self.tmp / "zygote.err"
+        request = {"argv": argv, "env": {**self.base, "PYTHONIOENCODING": "utf-8", **env},
+                   "stdout": str(out), "stderr": str(err)}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        pid = json.loads(self.proc.stdout.readline())["pid"]
+        started(pid)
+        done = json.loads(self.proc.stdout.readline())
+        assert done["pid"] == pid
+        return done["status"], err.read_text()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def zygote(tmp_path):
+    z = Zygote(tmp_path)
+    yield z
+    z.close()
+
+
+def test_sigkill_at_chosen_points_then_rerun_converges(ws, w, env, tmp_path, run_cli, kill_proxy, zygote):
+    """26 deploys, each killed with SIGKILL at a different request: inside job creates, updates,
+    renames and deletes (before the workspace applied the change, and after it applied it but
+    before the deploy saw the answer), file uploads and deletes, state writes and the lock. After each,
+    one more deploy (with --force-lock: the dead one still holds the lock) must leave exactly the
+    bundle's jobs (no duplicate, no orphan) and files. Kill points are counted in requests by a
+    proxy in front of the workspace, so they land where intended however loaded the machine is."""
+    root = tmp_path / "killed"
+    root.mkdir()
+    bundle = KillBundle(root)
+    points = _points(random.Random(20240611))
+    assert len(set(points)) == len(points) == 26
+    args = ["deploy", "-t", "staging", "--project", str(root), "--force-lock"]
+    via_proxy = {**env, "DATABRICKS_HOST": kill_proxy.url, "STACKCI_HOST": kill_proxy.url}
     root_path = f"{ROOT}/small/staging"
-    # learn how many requests a first deploy sends, to spread the kill points over it
-    ws.set_faults({"rate": 1e-12, "kinds": ["latency"], "latency_ms": 0, "seed": 1})
-    plan = run_cli(["plan", "-t", "staging", "--project", str(small)], env=env, platform="local")
-    assert plan.code == 0
-    base = ws.faults.status()["matched"]
-    kills = adopted = 0
-    started = time.monotonic()
-    for step in range(20):
-        _edit(small, step)
-        # every request waits 15 ms so that the watcher below can stop the deploy between two of them
-        ws.set_faults({"rate": 1.0, "kinds": ["latency"], "latency_ms": 15})
-        kill_at = rng.randint(1, max(base * 3, 30))
-        proc = cli_subprocess(args, env)
-        deadline = time.monotonic() + 30
-        while proc.poll() is None and ws.faults.status()["matched"] < kill_at and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.communicate(timeout=30)
-        ws.set_faults(None)
-        result = run_cli(args, env=env, platform="local")
-        assert result.code == 0, f"step {step} (killed after {kill_at} requests): {result.stderr}"
-        adopted += result.stderr.count("adopted ")
-        jobs, files = _expected(small)
+    killed_at, adopted_after_create = [], 0
+    for step, (edit, point) in enumerate(points):
+        if step:
+            bundle.edit(edit, step)
+        kill_proxy.arm(point)
+        status, err = zygote.run(args, via_proxy, kill_proxy.watch)
+        assert kill_proxy.killed, f"step {step} ({edit}): the deploy never sent {point}, so it was not " \
+                                  f"killed; it sent {kill_proxy.log}; {err}"
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, err
+        killed_at.append((edit, str(point)))
+
+        kill_proxy.arm(None)
+        result = run_cli(args, env=via_proxy, platform="local")
+        assert result.code == 0, f"step {step} ({edit}, killed {kill_proxy.killed}): {result.stderr}"
+        if point.label == "create job" and point.phase == "after":
+            assert "adopted jobs." in result.stderr, result.stderr   # the job the dead deploy created
+            adopted_after_create += 1
+        jobs, files = _expected(root)
         assert_workspace_matches(w, root_path, jobs, files)
         state = read_state(w, root_path)
         c = jobs_by_name(w)["small-c"][0]
-        assert c.settings.tasks[0].run_job_task.job_id == state["resources"]["jobs"]["a"]["id"]
-        assert state["files"]["src/util.py"]["sha256"] == sha((small / "src/util.py").read_text())
-    assert kills >= 15, f"only {kills} of 20 deploys were killed before they finished"
-    assert time.monotonic() - started < 90
+        assert c.settings.tasks[0].run_job_task.job_id == state["resources"]["jobs"][bundle.a]["id"]
+        assert state["files"]["src/util.py"]["sha256"] == sha((root / "src/util.py").read_text())
+    kinds = {(edit, p.split(" #")[0]) for edit, p in killed_at}
+    for wanted in [("rename", "before update job"), ("rename", "after update job"),
+                   ("update", "before update job"), ("update", "after update job"),
+                   ("create", "before create job"), ("create", "after create job"),
+                   ("delete", "before delete job"), ("delete", "after delete job"),
+                   ("rekey", "after create job"), ("delete", "after delete file")]:
+        assert wanted in kinds, wanted
+    assert adopted_after_create == sum(p.label == "create job" and p.phase == "after" for _, p in points)
 
 
 def test_sigterm_releases_the_lock_and_exits_130(ws, w, env, small):
