@@ -24,6 +24,7 @@ from grammar import parse_github_log
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP_PYTHON = "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97"
+CHECKOUT = "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1"
 
 
 def _act() -> str:
@@ -95,6 +96,27 @@ def act_env(tmp_path_factory):
     _git(stub, "init", "-q")
     _git(stub, "add", "-A")
     _git(stub, "commit", "-qm", "stub")
+    # act copies the repository itself for an actions/checkout step without `ref:`; a step with
+    # one (cd-prod.yml) would be fetched from github.com, so it gets this stand-in: a clone of the
+    # test's repository with `ref` checked out, as actions/checkout would leave it.
+    checkout = base / "checkout"
+    checkout.mkdir()
+    (checkout / "action.yml").write_text(
+        "name: checkout stand-in\n"
+        "description: Clones the test's repository into the workspace and checks out ref.\n"
+        "inputs:\n"
+        "  ref:\n    description: branch, tag or commit\n    required: false\n    default: ''\n"
+        "  fetch-depth:\n    description: ignored\n    required: false\n"
+        "  fetch-tags:\n    description: ignored\n    required: false\n"
+        "  persist-credentials:\n    description: ignored\n    required: false\n"
+        "runs:\n  using: composite\n  steps:\n"
+        "    - shell: bash\n      env:\n        REF: ${{ inputs.ref }}\n"
+        "      run: |\n"
+        "        git clone -q \"$STACKCI_TEST_REPO\" .\n"
+        "        if [ -n \"$REF\" ]; then git checkout -q \"${REF#refs/heads/}\"; fi\n")
+    _git(checkout, "init", "-q")
+    _git(checkout, "add", "-A")
+    _git(checkout, "commit", "-qm", "stub")
     # The user's interpreter: a fresh venv with pip only; the action installs the project's requirements.
     project_python = base / "project-python"
     venv.EnvBuilder(with_pip=True).create(project_python)
@@ -102,25 +124,34 @@ def act_env(tmp_path_factory):
     # Install the toolkit once, as the action would; every workflow run below then reuses it.
     subprocess.run(["bash", str(lib / "scripts" / "install-toolkit.sh")], check=True, capture_output=True,
                    env={**os.environ, "STACKCI_TOOLKIT_DIR": str(toolkit)})
-    return {"base": base, "lib": lib, "stub": stub, "python_bin": project_python / "bin", "toolkit": toolkit}
+    return {"base": base, "lib": lib, "stub": stub, "python_bin": project_python / "bin", "toolkit": toolkit,
+            "checkout": checkout}
 
 
 @pytest.fixture
 def run_workflow(act_env, tmp_path):
-    """Run ``workflow`` (a path or YAML text) on a fresh repository holding ``project``."""
+    """Run ``workflow`` (a path or YAML text) on a fresh repository holding ``project``.
+
+    A later call in the same test reuses that repository: ``files`` and the workflow are
+    committed on top, on ``branch`` (created from the current commit if new)."""
     def run(project: Path, workflow: str | Path, *, event="pull_request", payload=None, files=None,
-            secrets=None, env=None) -> ActRun:
+            secrets=None, env=None, branch="feature", variables=None) -> ActRun:
         repo = tmp_path / "repo"
-        shutil.copytree(project, repo, ignore=shutil.ignore_patterns(".stackci", "__pycache__", ".pytest_cache"))
+        again = repo.exists()
+        if not again:
+            shutil.copytree(project, repo, ignore=shutil.ignore_patterns(".stackci", "__pycache__",
+                                                                          ".pytest_cache"))
+            _git(repo, "init", "-q", "-b", branch)
+        else:
+            _git(repo, "checkout", "-q", "-B", branch)
         for rel, text in (files or {}).items():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (repo / rel).write_text(text)
         wf = repo / ".github" / "workflows" / "ci.yml"
         wf.parent.mkdir(parents=True, exist_ok=True)
         wf.write_text(Path(workflow).read_text() if isinstance(workflow, Path) else workflow)
-        _git(repo, "init", "-q", "-b", "feature")
         _git(repo, "add", "-A")
-        _git(repo, "commit", "-qm", "project")
+        _git(repo, "commit", "-qm", "project", *(["--allow-empty"] if again else []))
         event_file = tmp_path / "event.json"
         event_file.write_text(json.dumps(payload or {"pull_request": {"number": 7, "head": {"ref": "feature"},
                                                                        "base": {"ref": "main"}}}))
@@ -129,12 +160,16 @@ def run_workflow(act_env, tmp_path):
                 "--no-cache-server", "--action-offline-mode", "--action-cache-path", str(cache),
                 "--local-repository", f"OWNER/stackci@v1={act_env['lib']}",
                 "--local-repository", f"{SETUP_PYTHON}={act_env['stub']}",
+                "--local-repository", f"{CHECKOUT}={act_env['checkout']}",
+                "--env", f"STACKCI_TEST_REPO={repo}",
                 "--env", f"STACKCI_TOOLKIT_DIR={act_env['toolkit']}",
                 "--env", f"STACKCI_TEST_PYTHON_BIN={act_env['python_bin']}"]
         for name, value in (secrets or {}).items():
             argv += ["-s", f"{name}={value}"]
         for name, value in (env or {}).items():
             argv += ["--env", f"{name}={value}"]
+        for name, value in (variables or {}).items():   # the vars context
+            argv += ["--var", f"{name}={value}"]
         proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=600,
                               env={k: v for k, v in os.environ.items()
                                    if not k.startswith(("GITHUB_", "RUNNER_", "STACKCI_"))})

@@ -1,0 +1,234 @@
+"""The bundle blocks as users run them: the example workflows bundle-ci.yml, cd-staging.yml
+and cd-prod.yml under act, and the validate / deploy Azure templates under the agent
+stand-in, all against a local workspace over real HTTP (databricks-sdk reads back what
+exists afterwards). The workspace host comes from the bundle targets; STACKCI_HOST
+redirects it to the local workspace, as the actions document."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from databricks.sdk import WorkspaceClient
+from databricks.sdk.core import Config
+from databricks.sdk.errors import NotFound
+
+from azure_agent import Agent
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = ROOT / "examples" / "project"
+WORKFLOWS = ROOT / "examples" / "github" / "workflows"
+STAGING_ROOT = "/Workspace/Users/local-user@stackci.local/.bundle/churn_model/staging"
+PROD_ROOT = "/Workspace/Shared/.bundle/churn_model/prod"
+JOB_KEYS = ["batch_inference_job", "model_training_job"]
+
+
+@pytest.fixture
+def ws(tmp_path):
+    from stackci.workspace import LocalWorkspace
+
+    with LocalWorkspace(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def w(ws):
+    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=10))
+
+
+def workspace_files(w, root: str) -> dict[str, str]:
+    """Every object under ``root`` (path relative to it -> object type), read through the SDK."""
+    found, todo = {}, [root]
+    while todo:
+        folder = todo.pop()
+        for obj in w.workspace.list(folder):
+            if obj.object_type.value == "DIRECTORY":
+                todo.append(obj.path)
+            else:
+                found[obj.path[len(root) + 1:]] = obj.object_type.value
+    return found
+
+
+def jobs_by_name(w) -> dict[str, object]:
+    return {j.settings.name: j for j in w.jobs.list(expand_tasks=False)}
+
+
+def exists(w, path: str) -> bool:
+    try:
+        w.workspace.get_status(path)
+        return True
+    except NotFound:
+        return False
+
+
+def push(branch: str) -> dict:
+    return {"ref": f"refs/heads/{branch}", "repository": {"full_name": "acme/churn", "default_branch": "main"}}
+
+
+# --------------------------------------------------------------------------- cd-staging.yml
+def test_cd_staging_deploys_then_redeploys_nothing(run_workflow, ws, w):
+    wf = WORKFLOWS / "cd-staging.yml"
+    common = dict(event="push", payload=push("main"), branch="main", secrets={"DATABRICKS_TOKEN": ws.token},
+                  env={"STACKCI_HOST": ws.url})
+    first = run_workflow(EXAMPLE, wf, **common)
+    assert first.code == 0 and first.job_succeeded, first.log[-4000:]
+    assert ws.token not in first.log, "the token must be masked"
+    out = first.step_outputs()
+    jobs = json.loads(out["jobs"])
+    assert sorted(jobs) == JOB_KEYS
+    assert (out["created"], out["changed"], out["deleted"], out["unchanged"]) == ("4", "0", "0", "0")
+    # what the workspace holds now: the files, notebooks as notebooks, the jobs, the experiment
+    files = workspace_files(w, f"{STAGING_ROOT}/files")
+    assert int(out["files-uploaded"]) == len(files) >= 20
+    assert files["databricks.yml"] == "FILE" and files["churn/training.py"] == "FILE"
+    assert files["training/notebooks/Train"] == "NOTEBOOK"
+    by_name = jobs_by_name(w)
+    training = by_name["staging-churn_model-model-training-job"]
+    assert jobs["model_training_job"]["id"] == training.job_id
+    assert jobs["model_training_job"]["url"].startswith(ws.url) and str(training.job_id) in jobs["model_training_job"]["url"]
+    settings = w.jobs.get(training.job_id).settings
+    assert settings.tags["stackci-branch"] == "main"
+    assert settings.deployment.metadata_file_path == f"{STAGING_ROOT}/state/deployment.json"
+    assert "staging-churn_model-batch-inference-job" in by_name and len(by_name) == 2
+    assert w.experiments.get_by_name("/Shared/staging-churn_model-experiment").experiment
+    assert "created=4 changed=0 deleted=0 unchanged=0" in first.log     # the Report step read the outputs
+    assert first.annotations() == []
+
+    second = run_workflow(EXAMPLE, wf, **common)
+    assert second.code == 0 and second.job_succeeded, second.log[-4000:]
+    out = second.step_outputs()
+    assert (out["created"], out["changed"], out["deleted"], out["unchanged"]) == ("0", "0", "0", "4")
+    assert out["files-uploaded"] == "0" and out["files-deleted"] == "0"
+    assert json.loads(out["jobs"]) == jobs
+    assert {n: j.job_id for n, j in jobs_by_name(w).items()} == {n: j.job_id for n, j in by_name.items()}
+
+
+# --------------------------------------------------------------------------- cd-prod.yml
+def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
+    wf = WORKFLOWS / "cd-prod.yml"
+    common = dict(secrets={"DATABRICKS_TOKEN": ws.token}, env={"STACKCI_HOST": ws.url})
+    # "Run workflow" from a feature branch: require-branch refuses, nothing reaches the workspace
+    refused = run_workflow(EXAMPLE, wf, event="workflow_dispatch", branch="feature",
+                           payload={"ref": "refs/heads/feature", "inputs": {"ref": ""}}, **common)
+    assert refused.code != 0 and not refused.job_succeeded, refused.log[-5000:]
+    errors = refused.annotations()
+    assert len(errors) == 1, errors
+    assert errors[0].data.startswith("refusing to deploy target 'prod' from branch 'feature' (from GITHUB_REF)")
+    assert "release/*" in errors[0].data and "\n" not in errors[0].data
+    assert "Traceback" not in refused.log
+    assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
+
+    # a release branch asked for through the ref input must be one too: refused before any deploy
+    wrong_ref = run_workflow(EXAMPLE, wf, event="workflow_dispatch", branch="release/v0.1.0",
+                             payload={"ref": "refs/heads/release/v0.1.0", "inputs": {"ref": "feature"}}, **common)
+    assert wrong_ref.code != 0 and not wrong_ref.job_succeeded
+    assert [e.data for e in wrong_ref.annotations()] == [
+        "the ref input is not a release branch; give a branch named release or release/..., or leave it empty"]
+    assert "Main OWNER/stackci/actions/deploy@v1" not in wrong_ref.log
+    assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
+
+    # the push of the release branch (what cut-release does) deploys prod
+    deployed = run_workflow(EXAMPLE, wf, event="push", branch="release/v0.1.0", payload=push("release/v0.1.0"),
+                            **common)
+    assert deployed.code == 0 and deployed.job_succeeded, deployed.log[-4000:]
+    out = deployed.step_outputs()
+    assert (out["created"], out["changed"], out["deleted"], out["unchanged"]) == ("4", "0", "0", "0")
+    jobs = json.loads(out["jobs"])
+    by_name = jobs_by_name(w)
+    assert sorted(by_name) == ["prod-churn_model-batch-inference-job", "prod-churn_model-model-training-job"]
+    training = w.jobs.get(jobs["model_training_job"]["id"]).settings
+    assert training.name == "prod-churn_model-model-training-job"
+    assert training.tags["stackci-branch"] == "release/v0.1.0"
+    files = workspace_files(w, f"{PROD_ROOT}/files")
+    assert int(out["files-uploaded"]) == len(files) and files["validation/notebooks/ModelValidation"] == "NOTEBOOK"
+    assert "Run Main Smoke test" not in deployed.log     # PROD_SMOKE_JOB is not set
+
+
+# --------------------------------------------------------------------------- Azure templates
+@pytest.fixture
+def agent_for(act_env, tmp_path, ws):
+    """An agent whose sources are a copy of the example project, with the local workspace's
+    token in a secret variable that databricksEnv maps into the steps."""
+    made = []
+
+    def make(files=None, branch="main") -> Agent:
+        build = tmp_path / f"agent{len(made)}"
+        shutil.copytree(EXAMPLE, build / "s", ignore=shutil.ignore_patterns(".stackci", "__pycache__",
+                                                                              ".pytest_cache"))
+        for rel, text in (files or {}).items():
+            (build / "s" / rel).write_text(text)
+        (build / "stackci").symlink_to(act_env["lib"], target_is_directory=True)
+        agent = Agent(build, {"stackci": act_env["lib"]},
+                      {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+                       "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])})
+        agent.variables.update({"databricksToken": ws.token, "Build.SourceBranch": f"refs/heads/{branch}",
+                                "Build.SourceVersion": "0" * 40, "Build.Reason": "IndividualCI"})
+        made.append(agent)
+        return agent
+    return make
+
+
+def test_azure_deploy_template(agent_for, ws, w):
+    template = ROOT / "azure-pipelines" / "steps" / "deploy.yml"
+    creds = {"DATABRICKS_TOKEN": "$(databricksToken)"}
+    # prod from a feature branch: requireBranch refuses with one error line, nothing deployed
+    refused = agent_for(branch="feature")
+    refused.run(refused.expand(template, {"target": "prod", "host": ws.url, "requireBranch": "release/* release",
+                                          "databricksEnv": creds}))
+    assert refused.failed
+    errors = [i for i in refused.issues if i.properties.get("type") == "error"]
+    assert len(errors) == 1 and errors[0].data.startswith(
+        "stackci: bad input: refusing to deploy target 'prod' from branch 'feature' (from BUILD_SOURCEBRANCH)"), errors
+    assert refused.output("deploy", "created") is None
+    assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
+
+    agent = agent_for(branch="main")
+    steps = agent.expand(template, {"target": "staging", "host": ws.url, "databricksEnv": creds})
+    assert [s.get("name") for s in steps if "bash" in s] == ["stackciSetup", "deploy"]
+    agent.run(steps)
+    assert not agent.failed, agent.text()[-4000:]
+    assert ws.token in agent.secrets          # masked with task.setsecret before anything printed it
+    assert ws.token not in agent.text().replace(f"##vso[task.setsecret]{ws.token}", "")
+    outputs = {n: agent.output("deploy", n) for n in ("created", "changed", "deleted", "unchanged",
+                                                        "files_uploaded", "files_deleted")}
+    files = workspace_files(w, f"{STAGING_ROOT}/files")
+    assert outputs == {"created": "4", "changed": "0", "deleted": "0", "unchanged": "0",
+                       "files_uploaded": str(len(files)), "files_deleted": "0"}
+    jobs = json.loads(agent.output("deploy", "jobs"))
+    assert {j.settings.name: j.job_id for j in jobs_by_name(w).values()} == {
+        "staging-churn_model-batch-inference-job": jobs["batch_inference_job"]["id"],
+        "staging-churn_model-model-training-job": jobs["model_training_job"]["id"]}
+    assert w.jobs.get(jobs["model_training_job"]["id"]).settings.tags["stackci-branch"] == "main"
+    summary = agent.summaries[0].read_text()
+    assert "Deployed" in summary and "4 created, 0 changed, 0 deleted, 0 unchanged" in summary
+
+
+BROKEN_LINE = 29   # resources/batch-inference-workflow-resource.yml: "- ${bundle.target}" under --env
+
+
+def test_azure_validate_template_fails_a_broken_bundle_at_its_line(agent_for, ws, w):
+    rel = "resources/batch-inference-workflow-resource.yml"
+    lines = (EXAMPLE / rel).read_text().splitlines()
+    assert lines[BROKEN_LINE - 1] == "              - ${bundle.target}"
+    lines[BROKEN_LINE - 1] = "              - ${var.enviroment}"
+    agent = agent_for({rel: "\n".join(lines) + "\n"})
+    steps = agent.expand(ROOT / "azure-pipelines" / "steps" / "validate.yml",
+                         {"host": ws.url, "databricksEnv": {"DATABRICKS_TOKEN": "$(databricksToken)"}})
+    assert [s.get("name") for s in steps if "bash" in s] == ["stackciSetup", "validateTargets", "validate"]
+    agent.run(steps)
+    assert agent.failed
+    errors = [i for i in agent.issues if i.properties.get("type") == "error"]
+    # both targets were validated, each error at the file and line of the bad reference
+    assert len(errors) == 2, errors
+    for error in errors:
+        assert error.properties["sourcepath"] == rel and error.properties["linenumber"] == str(BROKEN_LINE)
+        assert "undefined variable 'enviroment'" in error.data and "declare it under 'variables:'" in error.data
+        assert "\n" not in error.data
+    assert "Traceback" not in agent.text()
+    assert [name for name, _ in agent.log] == ["stackciSetup", "validateTargets"]   # no plan after a failure
+    assert agent.output("validate", "has_changes") is None
+    assert jobs_by_name(w) == {} and not exists(w, STAGING_ROOT)
