@@ -167,8 +167,8 @@ def test_plan_before_the_first_deploy_in_every_format(deploy, w):
     assert data["counts"]["create"] == 4 and data["counts"]["files_upload"] == 23
     assert {r["name"] for r in data["resources"]} >= {TRAIN, BATCH}
     md = deploy("-o", "markdown", command="plan", platform="local").stdout
-    assert md.startswith("### Plan: <code>churn_model</code> → <code>staging</code>")
-    assert "| <code>jobs.model_training_job</code> | staging-churn_model-model-training-job | ➕ create | new |" in md
+    assert md.startswith("### Plan: `churn_model` → `staging`")
+    assert "| `jobs.model_training_job` | `staging-churn_model-model-training-job` | ➕ create | `new` |" in md
     assert jobs_by_name(w) == {} and tree(w, ROOT) == {}    # plan is read-only
 
 

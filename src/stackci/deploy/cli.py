@@ -57,15 +57,21 @@ def _current_user(client, host: str):
 
 
 def load(app: App, *, target, variables, project: Path, user, host_option, profile,
-         require_branch=(), command: str = "deploy", overrides: dict | None = None) -> Loaded:
-    """Load and check everything; connect to the workspace (read-only so far)."""
+         require_branch=(), command: str = "deploy", overrides: dict | None = None,
+         session: dict | None = None) -> Loaded:
+    """Load and check everything; connect to the workspace (read-only so far).
+
+    ``session`` (a dict) shares workspace clients and current users between several loads
+    (``plan`` of several targets asks each workspace who the user is once)."""
     from ..bundle import CurrentUser, load_bundle
     from ..bundle.cli import display_path
     from ..dbx import workspace_client
     from . import guard
     from .resources import apply_order, desired_resources
 
-    clients: dict = {}
+    session = {} if session is None else session
+    clients: dict = session.setdefault("clients", {})
+    users: dict = session.setdefault("users", {})
 
     def connect(bundle_host: str | None):
         env_host = app.environ.get("DATABRICKS_HOST")
@@ -88,7 +94,9 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
 
     def user_source(bundle_host):
         client, host = connect(bundle_host)
-        return _current_user(client, host)
+        if host not in users:
+            users[host] = _current_user(client, host)
+        return users[host]
 
     source = CurrentUser(user.strip(), source="option") if user and user.strip() else user_source
     try:
@@ -140,10 +148,18 @@ def publish_plan(app: App, plan, output: str) -> None:
 
 
 # --------------------------------------------------------------------------- options
-def bundle_options(fn):
+TARGET_HELP = "Bundle target [default: the only target, else the one with 'default: true']."
+TARGETS_HELP = ("Bundle target; repeatable, each is planned [default: the only target, else the one with "
+                "'default: true']. In the environment: several separated by spaces or newlines.")
+
+
+def bundle_options(fn=None, *, several_targets: bool = False):
+    if fn is None:
+        return lambda f: bundle_options(f, several_targets=several_targets)
+    target = click.option("-t", "--target", "targets", multiple=True, envvar="STACKCI_TARGET", help=TARGETS_HELP) \
+        if several_targets else click.option("-t", "--target", envvar="STACKCI_TARGET", help=TARGET_HELP)
     options = [
-        click.option("-t", "--target", envvar="STACKCI_TARGET",
-                     help="Bundle target [default: the only target, else the one with 'default: true']."),
+        target,
         click.option("--var", "variables", multiple=True, envvar="STACKCI_VAR", metavar="NAME=VALUE",
                      help="Set a bundle variable (highest precedence); repeatable. In the environment: several "
                           "separated by spaces."),
@@ -162,23 +178,78 @@ def bundle_options(fn):
     return fn
 
 
+def unique_targets(targets) -> list:
+    """The requested targets in order, each once; none given → [None] (the default target)."""
+    out: list = []
+    for t in targets or ():
+        for name in str(t).split():
+            if name not in out:
+                out.append(name)
+    return out or [None]
+
+
+def publish_plans(app: App, plans: list, output: str) -> None:
+    """Outputs summed over the targets plus ``plans`` (target → counts), the summary, the output."""
+    if len(plans) == 1:
+        publish_plan(app, plans[0], output)
+    else:
+        p = app.platform
+        total = {k: sum(plan.counts[k] for plan in plans) for k in plans[0].counts}
+        p.set_output("to-create", total["create"])
+        p.set_output("to-update", total["update"])
+        p.set_output("to-delete", total["delete"])
+        p.set_output("unchanged", total["unchanged"])
+        p.set_output("files-to-upload", total["files_upload"])
+        p.set_output("files-to-delete", total["files_delete"])
+        p.set_output("has-changes", "true" if any(plan.has_changes for plan in plans) else "false")
+        for plan in plans:
+            p.append_summary(plan.markdown())
+        if output == "json":
+            click.echo(json.dumps({"plans": {plan.target: plan.to_json() for plan in plans}}, indent=2, default=str))
+        elif output == "markdown":
+            click.echo("\n".join(plan.markdown() for plan in plans), nl=False)
+        else:
+            for plan in plans:
+                for line in plan.text().splitlines():
+                    logger.info("%s", line)
+    app.platform.set_output("plans", json.dumps({plan.target: plan.counts for plan in plans}, sort_keys=True))
+
+
 @click.command("plan")
-@bundle_options
+@bundle_options(several_targets=True)
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
               envvar="STACKCI_OUTPUT", help="text: on stderr; json or markdown: on stdout.")
+@click.option("--comment", is_flag=True, envvar="STACKCI_COMMENT",
+              help="Post the plan of every target as one pull-request comment (GitHub or Azure Repos), updated in "
+                   "place on later pushes. Outside a pull request: a notice, nothing posted.")
+@click.option("--github-token", envvar="STACKCI_GITHUB_TOKEN", metavar="TOKEN",
+              help="Token for the GitHub comment [default: GITHUB_TOKEN]; needs pull-requests: write.")
 @click.pass_obj
-def plan_command(app: App, target, variables, project, user, host_option, profile, parallel, output) -> None:
-    """Show what a deploy of the target would create, update, delete and upload.
+def plan_command(app: App, targets, variables, project, user, host_option, profile, parallel, output, comment,
+                 github_token) -> None:
+    """Show what a deploy of each target would create, update, delete and upload.
 
     Compares the resolved bundle with the deployment state in the workspace (read-only;
-    no lock). Outputs: to-create to-update to-delete unchanged files-to-upload
-    files-to-delete has-changes; the step summary gets the plan as a Markdown table.
+    no lock). Every target is loaded and checked before any plan is made. Outputs (summed
+    over the targets): to-create to-update to-delete unchanged files-to-upload files-to-delete
+    has-changes; plans (JSON: target → counts); comment-url. The step summary gets each plan as
+    a Markdown table.
     """
-    loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
-                  profile=profile, command="plan")
-    engine = _engine(app, loaded, parallel, "plan")
-    plan = engine.plan(engine.read_state())
-    publish_plan(app, plan, output)
+    from . import comment as pr_comment
+
+    where = pr_comment.find_pull_request(app, github_token) if comment else None
+    session: dict = {}
+    loaded = [load(app, target=t, variables=variables, project=project, user=user, host_option=host_option,
+                   profile=profile, command="plan", session=session) for t in unique_targets(targets)]
+    plans = []
+    for item in loaded:
+        engine = _engine(app, item, parallel, "plan")
+        plans.append(engine.plan(engine.read_state()))
+    publish_plans(app, plans, output)
+    url = ""
+    if where is not None:
+        url = pr_comment.post(app, where, plans).url
+    app.platform.set_output("comment-url", url)
 
 
 def _summary(title: str, outcome, host: str) -> str:

@@ -10,6 +10,7 @@ outside the deploy is planned for re-creation.
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -104,32 +105,76 @@ class Plan:
         lines.append(self.headline())
         return "\n".join(lines)
 
-    def markdown(self) -> str:
-        from .. import markdown as md
+    def markdown(self, *, max_resources: int | None = None, max_files: int = 100, cell_limit: int = 300) -> str:
+        """The plan as Markdown: a table of the resources that change, the files in a folded table.
 
+        Every name, key, path and reason is outside text (it comes from the bundle's YAML) and is
+        shown through :func:`span`, so it can never become a link, an image, a mention or HTML.
+        At most ``max_resources`` resource rows and ``max_files`` file rows are shown (a line
+        says how many more there are); each cell is cut at ``cell_limit`` characters.
+        """
         icon = {"create": "➕ create", "update": "✏️ update", "delete": "🗑️ delete", "unchanged": "unchanged"}
         changed = [r for r in self.resources if r.action != "unchanged"]
-        parts = [f"### Plan: {md.code(self.bundle_name)} → {md.code(self.target)}", "",
-                 f"{md.cell(self.headline())}", ""]
+        parts = [f"### Plan: {span(self.bundle_name, 100)} → {span(self.target, 100)}", "",
+                 f"{self.headline()}", ""]
         if changed:
-            parts.append(md.table(["Resource", "Name", "Action", "Why"],
-                                  [[md.code(r.address), md.cell(r.name or ""), icon[r.action], md.cell(r.reason)]
-                                   for r in changed]))
+            shown = changed if max_resources is None else changed[:max(0, max_resources)]
+            if shown:
+                parts.append(table(["Resource", "Name", "Action", "Why"],
+                                   [[span(r.address, cell_limit), span(r.name or "", cell_limit), icon[r.action],
+                                     span(r.reason, cell_limit)] for r in shown]))
+            if len(shown) < len(changed):
+                parts += ["", f"… and {len(changed) - len(shown)} more resource changes (the full plan is in "
+                              "the job log)."]
         else:
             parts.append("No resource changes.")
         uploads = [f for f in self.files if f.action == "upload"]
         deletes = [f for f in self.files if f.action == "delete"]
         if uploads or deletes:
-            rows = [[md.code(f.rel), "upload", md.cell(f.reason)] for f in uploads[:100]]
-            rows += [[md.code(f.rel), "delete", ""] for f in deletes[:100]]
+            limit = max(0, max_files)
+            rows = [[span(f.rel, cell_limit), "upload", span(f.reason, cell_limit)] for f in uploads[:limit]]
+            rows += [[span(f.rel, cell_limit), "delete", ""] for f in deletes[:max(0, limit - len(rows))]]
             more = len(uploads) + len(deletes) - len(rows)
-            body = md.table(["File", "Action", "Why"], rows) + (f"\n\n… and {more} more" if more > 0 else "")
-            parts += ["", md.details(f"Files: {len(uploads)} to upload, {len(deletes)} to delete, "
-                                     f"{self.file_count('unchanged')} unchanged", body)]
+            body = table(["File", "Action", "Why"], rows) if rows else ""
+            if more > 0:
+                body += ("\n\n" if body else "") + f"… and {more} more"
+            parts += ["", details(f"Files: {len(uploads)} to upload, {len(deletes)} to delete, "
+                                  f"{self.file_count('unchanged')} unchanged", body)]
         return "\n".join(parts) + "\n"
 
     def json_text(self) -> str:
         return json.dumps(self.to_json(), indent=2, default=str)
+
+
+# --------------------------------------------------------------------------- safe Markdown
+def span(text: object, limit: int = 300) -> str:
+    """Outside text as a Markdown code span that is safe in a table cell.
+
+    Inside a code span nothing is interpreted: no links, images, autolinks, mentions, emphasis,
+    HTML or entities. Whitespace (newlines too) becomes single spaces, the text is cut at
+    ``limit`` characters, the fence is longer than any run of backticks in the text, and pipes
+    are escaped for the table (``\\|``; a backslash just before a pipe is kept apart from it by
+    a zero-width space, so it cannot escape the escape)."""
+    value = " ".join(str(text).split())
+    if len(value) > limit:
+        value = value[: max(1, limit - 1)] + "…"
+    if not value:
+        return ""
+    value = value.replace("|", "\u200b\\|")
+    longest = max((len(m) for m in re.findall(r"`+", value)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if value.startswith(("`", " ")) or value.endswith(("`", " ")) or longest else ""
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def details(summary: str, body: str) -> str:
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
 def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) -> Plan:
