@@ -35,12 +35,13 @@ class TaskReport:
 @dataclass
 class JobReport:
     name: str
-    run_id: int
+    run_id: int | None                    # None: the job was not run (see ``message``)
     url: str | None
     outcome: str
     duration: float
     message: str
     tasks: list[TaskReport] = field(default_factory=list)
+    note: str = ""                        # shown whatever the outcome (e.g. "after 1 re-run")
 
     @property
     def failed_tasks(self) -> list[TaskReport]:
@@ -63,16 +64,29 @@ def _clip(text: str | None) -> str:
     return text if len(text) <= TEXT_LIMIT else text[-TEXT_LIMIT:]
 
 
-def collect(client, run, name: str | None = None) -> JobReport:
-    """Read the task outputs of a finished run (get-output works on task run ids only)."""
+def collect(client, run, name: str | None = None, *, outcome: str | None = None, timeout: float | None = None,
+            outputs: bool = True) -> JobReport:
+    """Read the task outputs of a finished run (get-output works on task run ids only).
+
+    ``outcome`` overrides the classification of the run (the waiter knows when it cancelled a
+    run because ``--timeout`` passed: the workspace only says CANCELED); then the tasks that
+    were cancelled while running are timed out too, with a message naming ``timeout``.
+    ``outputs=False`` reads nothing more from the workspace (an interrupted command has no time).
+    """
     tasks = []
     for task in getattr(run, "tasks", None) or []:
         life, result = run_state(task)
-        outcome = classify(task)
-        report = TaskReport(task.task_key, task.run_id, life, result, outcome, _duration(task),
-                            getattr(task, "run_page_url", None),
-                            message=(task.state.state_message or "") if task.state else "")
-        if task.run_id is not None and life not in (None, "SKIPPED") and result not in ("EXCLUDED", None):
+        outcome_of_task = classify(task)
+        message = (task.state.state_message or "") if task.state else ""
+        timed_out = outcome == TIMEDOUT and result == "CANCELED"
+        if timed_out:
+            outcome_of_task = TIMEDOUT
+            message = (f"cancelled after --timeout {md.seconds(timeout)}" if timeout else "cancelled: timed out") \
+                + (f" ({message})" if message else "")
+        report = TaskReport(task.task_key, task.run_id, life, result, outcome_of_task, _duration(task),
+                            getattr(task, "run_page_url", None), message=message)
+        if outputs and task.run_id is not None and life not in (None, "SKIPPED") \
+                and result not in ("EXCLUDED", None):
             try:
                 out = client.jobs.get_run_output(task.run_id)
             except Exception as exc:  # a report must not die on one missing output
@@ -83,10 +97,19 @@ def collect(client, run, name: str | None = None) -> JobReport:
                 report.logs = _clip(out.logs)
                 if out.notebook_output is not None:
                     report.notebook_result = out.notebook_output.result
+        if timed_out:   # the task's own error only says it was cancelled: say why
+            report.error = message
         tasks.append(report)
     return JobReport(name or getattr(run, "run_name", None) or f"run {run.run_id}", run.run_id,
-                     getattr(run, "run_page_url", None), classify(run), _duration(run),
+                     getattr(run, "run_page_url", None), outcome or classify(run), _duration(run),
                      (run.state.state_message or "") if run.state else "", tasks)
+
+
+def not_run(name: str, reason: str, outcome: str = SKIPPED, run_id: int | None = None,
+            url: str | None = None) -> JobReport:
+    """A job that was never started (an earlier job failed, the timeout passed) or whose run
+    was cancelled before it could be reported (an interrupt)."""
+    return JobReport(name, run_id, url, outcome, 0.0, reason, [])
 
 
 def summary(reports: list[JobReport], title: str) -> str:
@@ -94,7 +117,7 @@ def summary(reports: list[JobReport], title: str) -> str:
     lines = [f"### {'✅' if ok else '❌'} {md.cell(title)}", ""]
     rows = []
     for job in reports:
-        link = f"[{job.run_id}]({job.url})" if job.url else str(job.run_id)
+        link = f"[{job.run_id}]({job.url})" if job.url else ("" if job.run_id is None else str(job.run_id))
         rows.append([f"**{md.cell(job.name)}**", f"{ICON[job.outcome]} {job.outcome}", md.seconds(job.duration), link])
         for task in job.tasks:
             state = "/".join(filter(None, (task.life_cycle, task.result)))
@@ -103,6 +126,8 @@ def summary(reports: list[JobReport], title: str) -> str:
                          md.seconds(task.duration), task_link])
     lines.append(md.table(["Job / task", "Result", "Duration", "Run"], rows))
     for job in reports:
+        if job.note:
+            lines += ["", f"**{md.cell(job.name)}**: {md.cell(job.note)}"]
         if job.outcome != SUCCESS and job.message:
             lines += ["", f"**{md.cell(job.name)}**: {md.cell(job.message)}"]
         for task in job.failed_tasks:
@@ -121,6 +146,9 @@ def junit_cases(reports: list[JobReport]) -> list[junit.Case]:
               TIMEDOUT: junit.FAILED, INFRA: junit.ERROR}
     cases = []
     for job in reports:
+        if not job.tasks:   # not run, or interrupted before its tasks were seen: one case for the job
+            cases.append(junit.Case(name="(job)", classname=job.name, time=job.duration,
+                                    status=status[job.outcome], message=job.message or job.outcome))
         for task in job.tasks:
             text = "\n\n".join(p for p in (task.error_trace or task.error, task.logs and "logs:\n" + task.logs) if p)
             cases.append(junit.Case(name=task.key, classname=job.name, time=task.duration,
@@ -129,8 +157,8 @@ def junit_cases(reports: list[JobReport]) -> list[junit.Case]:
     return cases
 
 
-def write_junit(path: Path, reports: list[JobReport], suite: str) -> Path:
-    return junit.write(path, suite, junit_cases(reports))
+def write_junit(path: Path, reports: list[JobReport], suite: str, extra: list[junit.Case] = ()) -> Path:
+    return junit.write(path, suite, [*extra, *junit_cases(reports)])
 
 
 def annotate(platform, reports: list[JobReport], limit: int = 50) -> None:

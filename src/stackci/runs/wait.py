@@ -115,6 +115,9 @@ class Waiter:
     clock: Callable[[], float] = time.monotonic
     on_change: Callable[[str], None] | None = None
     cancel_grace: float = 5.0                   # how long to wait for a cancelled run to stop
+    #: the last state seen of every run this waiter watched (run id -> run), so an interrupted
+    #: caller can still report a run without asking the workspace again
+    last: dict = field(default_factory=dict)
 
     def wait(self, run_id: int, *, timeout: float | None = None, stop: threading.Event | None = None,
              label: str = "run") -> WaitResult:
@@ -138,6 +141,7 @@ class Waiter:
                     raise KeyboardInterrupt
                 run = self.client.jobs.get_run(run_id)
                 polls += 1
+                self.last[run_id] = run
                 if self._report(run, seen, start, label):
                     intervals = self.schedule.intervals()   # a task ended: the next may be short
                 if run_state(run)[0] in TERMINAL:
@@ -159,6 +163,7 @@ class Waiter:
         while self.clock() < deadline:
             run = self.client.jobs.get_run(run_id)
             polls += 1
+            self.last[run_id] = run
             if run_state(run)[0] in TERMINAL:
                 break
             time.sleep(0.1)
@@ -167,17 +172,22 @@ class Waiter:
         return run, polls
 
     def _report(self, run, seen: dict, start: float, label: str) -> bool:
-        """Log state changes; True when a task of a still-running run has just ended."""
+        """Log state changes, one line each; True when a task of a still-running run has just ended.
+
+        A line carries the run's (or task run's) URL the first time it is seen and when it
+        ends other than successfully: that is the link someone reading the log wants."""
         task_ended = False
         items = [(label, run)] + [(f"{label} › {t.task_key}", t) for t in (getattr(run, "tasks", None) or [])]
         for name, item in items:
             state = run_state(item)
             if state != seen.get(name) and state[0] is not None:
-                if item is not run and state[0] in TERMINAL and seen.get(name) is not None:
+                first = name not in seen
+                if item is not run and state[0] in TERMINAL and not first:
                     task_ended = True
                 seen[name] = state
                 text = state[0] + (f" {state[1]}" if state[1] else "")
-                url = getattr(item, "run_page_url", None) if item is run and len(seen) == 1 else None
+                bad = state[0] in ("TERMINATED", "INTERNAL_ERROR") and state[1] not in ("SUCCESS", None)
+                url = getattr(item, "run_page_url", None) if first or bad else None
                 self._say(start, f"{name}: {text}" + (f" ({url})" if url else ""))
         return task_ended and run_state(run)[0] not in TERMINAL
 

@@ -1,0 +1,35 @@
+"""Fixtures for the runs tests: a local workspace per test, the SDK client on it, the
+environment a CI step would have, and a copy of the example project (plus a slow job)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def ws(tmp_path):
+    from stackci.workspace import LocalWorkspace
+
+    with LocalWorkspace(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def w(ws):
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.core import Config
+
+    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=20))
+
+
+@pytest.fixture
+def env(ws):
+    return {"DATABRICKS_HOST": ws.url, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat",
+            "STACKCI_HOST": ws.url}
+
+
+@pytest.fixture
+def project(tmp_path):
+    from itest_support import make_project
+
+    return make_project(tmp_path / "project")
