@@ -172,8 +172,8 @@ def test_job_parameters_reach_the_task(run_cli, w, env):
 @pytest.mark.parametrize("args, needle", [
     (["--job-id", "999999"], "job 999999 does not exist"),
     (["--job-name", "nope"], "no job named 'nope'"),
-    ([], "exactly one of --job-id and --job-name"),
-    (["--job-id", "1", "--job-name", "x"], "exactly one of --job-id and --job-name"),
+    ([], "exactly one of --job-id, --job-name and --job"),
+    (["--job-id", "1", "--job-name", "x"], "exactly one of --job-id, --job-name and --job"),
     (["--job-id", "1", "--timeout", "soon"], "is not a duration"),
     (["--job-id", "1", "--job-param", "novalue"], "is not key=value"),
 ])

@@ -1,7 +1,7 @@
 """``stackci run-job``: run a job that already exists in a workspace, wait, report.
 
-For post-deploy smoke tests. The job is given by id or by its exact name (a bundle
-key with ``-t TARGET`` comes with the deploy block). Progress is one line per task
+For post-deploy smoke tests. The job is given by id, by its exact name, or by its bundle
+key with ``-t TARGET`` (the id the target's deployment state recorded). Progress is one line per task
 state change; the report is a step summary, one JUnit test case per task and one
 error annotation per failed task; a timeout or an interrupt cancels the remote run.
 """
@@ -107,7 +107,7 @@ def run_job(app: App, client, job, *, params: dict[str, str], timeout: float | N
     run_id = started.run_id
     waiter = Waiter(client, clock=app.clock)
     result = waiter.wait(run_id, timeout=timeout, stop=stop, label=name)
-    job_report = report.collect(client, result.run, name)
+    job_report = report.collect(client, result.run, name, outcome=result.outcome, timeout=timeout)
     app.platform.set_output("result", result.outcome)
     app.platform.set_output("run-id", str(run_id))
     app.platform.set_output("run-url", job_report.url or "")
@@ -129,9 +129,57 @@ def run_job(app: App, client, job, *, params: dict[str, str], timeout: float | N
     return result.outcome
 
 
+def find_bundle_job(loaded, key: str):
+    """The job that the target's deployment made for ``resources.jobs.<key>``: the id recorded in
+    the deployment state, else the one job with the name the bundle gives it."""
+    from databricks.sdk import errors
+
+    from ..deploy.state import StateStore
+
+    bundle = loaded.bundle
+    client = loaded.client
+    jobs = bundle.resources.get("jobs") or {}
+    if key not in jobs:
+        raise ConfigError(f"unknown job key {key!r} in target {bundle.target}",
+                          hint=f"the bundle's jobs are: {', '.join(sorted(jobs)) or 'none'}")
+    name = jobs[key].settings.get("name")
+    store = StateStore(client, bundle.state_path)
+    state = store.read()
+    entry = state.resource("jobs", key) if state.exists else None
+    if entry and entry.get("id") is not None:
+        try:
+            return client.jobs.get(int(entry["id"]))
+        except (errors.NotFound, errors.ResourceDoesNotExist, errors.InvalidParameterValue):
+            raise ConfigError(f"job {key} of target {bundle.target} (id {entry['id']} in {store.path}) no longer "
+                              f"exists in {loaded.host}",
+                              hint=f"deploy the target again: stackci deploy -t {bundle.target}") from None
+    matches = list(client.jobs.list(name=name)) if isinstance(name, str) and name else []
+    if len(matches) == 1:
+        logger.info("job %s is not in the deployment state %s; using the job named %r (%s)", key, store.path, name,
+                    matches[0].job_id)
+        return client.jobs.get(matches[0].job_id)
+    if len(matches) > 1:
+        ids = ", ".join(str(j.job_id) for j in matches[:5])
+        raise ConfigError(f"job {key} of target {bundle.target} is not in the deployment state {store.path} and "
+                          f"{len(matches)} jobs are named {name!r} ({ids})",
+                          hint=f"deploy the target (stackci deploy -t {bundle.target}) or pass --job-id")
+    raise ConfigError(f"job {key} of target {bundle.target} is not deployed in {loaded.host}: no deployment state "
+                      f"entry at {store.path} and no job named {name!r}",
+                      hint=f"deploy it first: stackci deploy -t {bundle.target}")
+
+
 @click.command("run-job")
 @click.option("--job-id", type=int, envvar="STACKCI_JOB_ID", help="Id of the job to run.")
 @click.option("--job-name", envvar="STACKCI_JOB_NAME", help="Exact name of the job to run (instead of --job-id).")
+@click.option("--job", "job_key", envvar="STACKCI_JOB", metavar="KEY",
+              help="Bundle key of the job (resources.jobs.<KEY>) deployed to --target (instead of --job-id): "
+                   "found through the target's deployment state.")
+@click.option("-t", "--target", envvar="STACKCI_TARGET",
+              help="With --job: the bundle target it was deployed to [default: the bundle's default target].")
+@click.option("-p", "--project", type=click.Path(path_type=Path), default=".", show_default=True,
+              envvar="STACKCI_PROJECT", help="With --job: folder of the bundle (holding databricks.yml).")
+@click.option("--var", "variables", multiple=True, type=Line(), envvar="STACKCI_VAR", metavar="NAME=VALUE",
+              help="With --job: set a bundle variable; repeatable (env: one per line).")
 @click.option("--job-param", "job_params", multiple=True, type=Line(), envvar="STACKCI_JOB_PARAM",
               help="Job parameter key=value; repeatable (env: one per line).")
 @click.option("--timeout", envvar="STACKCI_TIMEOUT",
@@ -142,25 +190,39 @@ def run_job(app: App, client, job, *, params: dict[str, str], timeout: float | N
               help="Reuse the run started with this token [default in CI: derived from the CI run and "
                    "attempt, so a retried step does not start a second run].")
 @click.option("--host", envvar="STACKCI_HOST",
-              help="Workspace URL (default: the SDK's DATABRICKS_HOST or profile).")
+              help="Workspace URL [default: with --job the target's workspace.host, else the SDK's DATABRICKS_HOST "
+                   "or profile].")
 @click.option("--profile", envvar="STACKCI_PROFILE", help="~/.databrickscfg profile to authenticate with.")
 @click.pass_obj
-def command(app: App, job_id, job_name, job_params, timeout, junit_xml, token_option, host, profile) -> None:
+def command(app: App, job_id, job_name, job_key, target, project, variables, job_params, timeout, junit_xml,
+            token_option, host, profile) -> None:
     """Run an existing job, wait with progress, report task by task.
 
-    Outputs: result run-id run-url junit-xml. Exit 1 when the run does not succeed
-    (a distinct message for infrastructure failures and timeouts).
+    The job is --job-id, --job-name, or --job KEY with -t TARGET (a job of the bundle, as
+    deployed to that target). Outputs: result run-id run-url junit-xml. Exit 1 when the run
+    does not succeed (a distinct message for infrastructure failures and timeouts).
     """
     from ..dbx import parse_duration, workspace_client
 
-    if (job_id is None) == (not job_name):
-        raise ConfigError("give exactly one of --job-id and --job-name", hint="e.g. --job-id 123")
+    given = [name for name, value in (("--job-id", job_id is not None), ("--job-name", bool(job_name)),
+                                      ("--job", bool(job_key))) if value]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --job-id, --job-name and --job"
+                          + (f" (got {' and '.join(given)})" if given else ""),
+                          hint="e.g. --job-id 123, or -t staging --job model_training_job")
     params = parse_params(job_params)
     seconds = parse_duration(timeout) if timeout else None
-    client = workspace_client(host, profile, app.platform)
-    job = find_job(client, job_id, job_name)
+    if job_key:
+        from ..deploy.cli import load
+
+        loaded = load(app, target=target, variables=variables, project=project, user=None, host_option=host,
+                      profile=profile, command="run-job")
+        client = loaded.client
+        job = find_bundle_job(loaded, job_key.strip())
+    else:
+        client = workspace_client(host, profile, app.platform)
+        job = find_job(client, job_id, job_name)
     token = token_option or idempotency_token(app.environ, "run-job", str(job.job_id),
                                                     repr(sorted(params.items())))
     run_job(app, client, job, params=params, timeout=seconds,
             junit_xml=junit_xml or default_junit_path(app, "run-job.xml"), token=token)
-
