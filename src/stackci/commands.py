@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                          "Deploy an isolated copy of a target, run its jobs, report task by task, tear it down."),
     "gc": ("stackci.runs.integration:gc_command",
            "Remove isolated copies that integration tests left behind (for a nightly workflow)."),
+    "rehearse": ("stackci.rehearse.cli:command",
+                 "Rehearse the whole CI/CD flow of a project against the local workspace: no credentials needed."),
     "workspace": ("stackci.workspace.cli:workspace",
                   "The local workspace: a Databricks-compatible REST server on loopback."),
 }

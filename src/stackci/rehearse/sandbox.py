@@ -1,0 +1,366 @@
+"""The throwaway world a rehearsal runs in: a copy of the project in a git repository
+with a bare ``origin``, the CI checkouts cloned from it, the project's own interpreter,
+and a process environment that can only reach the local workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from .. import log
+from ..errors import ConfigError, RunFailed
+
+logger = log.get("rehearse")
+
+ROOT_FILES = ("databricks.yml", "databricks.yaml", "bundle.yml", "bundle.yaml")
+#: never copied from a project that is not in a git repository (no .gitignore to ask)
+JUNK = {".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".nox", ".venv", "venv",
+        ".databricks", ".stackci", ".ipynb_checkpoints", "node_modules", ".idea", ".vscode"}
+#: variables that could point the blocks at a real workspace, a real repository or other options
+SCRUBBED_PREFIXES = ("DATABRICKS_", "STACKCI_", "BUNDLE_VAR_", "ARM_", "GOOGLE_", "AZURE_")
+#: CI variables the blocks read through ``App.environ`` (refs, run ids, pull requests): a rehearsal
+#: run inside a CI job must still look like a local run to them
+CI_PREFIXES = ("GITHUB_", "RUNNER_", "ACTIONS_", "BUILD_", "SYSTEM_", "AGENT_", "RELEASE_")
+CI_NAMES = ("GITHUB_ACTIONS", "TF_BUILD", "CI")
+FEATURE_BRANCH = "feature/rehearsal"
+IDENTITY = ("stackci rehearse", "rehearse@stackci.invalid")
+
+
+# --------------------------------------------------------------------------- the project
+def default_project(cwd: Path) -> Path | None:
+    """examples/project of the stackci checkout this package comes from, else of ``cwd``.
+
+    The checkout is found from the package's own location (a source tree or an editable
+    install) or, for ``pip install <checkout>``, from the ``direct_url.json`` that pip
+    records for an install from a local folder (PEP 610). A wheel from an index has neither:
+    then only ``./examples/project`` is tried.
+    """
+    candidates = [Path(__file__).resolve().parents[3] / "examples" / "project"]
+    try:
+        from importlib.metadata import PackageNotFoundError, distribution
+        try:
+            text = distribution("stackci").read_text("direct_url.json")
+        except PackageNotFoundError:
+            text = None
+        url = (json.loads(text) or {}).get("url", "") if text else ""
+        if url.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+            candidates.append(Path(unquote(urlparse(url).path)) / "examples" / "project")
+    except (OSError, ValueError, AttributeError):
+        pass
+    candidates.append(cwd / "examples" / "project")
+    for candidate in candidates:
+        if any((candidate / name).is_file() for name in ROOT_FILES):
+            return candidate.resolve()
+    return None
+
+
+def resolve_project(project: Path | None, cwd: Path) -> Path:
+    if project is None:
+        found = default_project(cwd)
+        if found is None:
+            raise ConfigError("no PROJECT given, and there is no examples/project next to this stackci or in the "
+                              "current directory", hint="pass the folder that holds your bundle's databricks.yml, "
+                                                        "e.g. stackci rehearse path/to/project")
+        return found
+    if not project.exists():
+        raise ConfigError(f"project {str(project)!r} does not exist",
+                          hint="pass the folder that holds your bundle's databricks.yml")
+    if not project.is_dir():
+        raise ConfigError(f"project {str(project)!r} is a file, not a folder",
+                          hint="pass the folder that holds your bundle's databricks.yml")
+    present = [n for n in ROOT_FILES if (project / n).is_file()]
+    if not present:
+        raise ConfigError(f"{project} has no databricks.yml",
+                          hint="pass the folder that holds your bundle's databricks.yml (the bundle root)")
+    return project.resolve()
+
+
+def project_files(root: Path) -> list[str]:
+    """What a push of the project would contain: git's tracked and unignored files when the
+    project is in a git repository, else every file but caches, virtualenvs and .git."""
+    try:
+        proc = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "."], cwd=root,
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        proc = None
+    if proc is not None and proc.returncode == 0:
+        return sorted(rel for rel in proc.stdout.decode("utf-8", "surrogateescape").split("\0")
+                      if rel and (root / rel).is_file())
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in JUNK and not d.endswith(".egg-info"))
+        for name in files:
+            if not name.endswith((".pyc", ".pyo")):
+                out.append(Path(folder, name).relative_to(root).as_posix())
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------- git
+class Git:
+    """git with a private, fixed configuration: the user's hooks, signing and aliases stay out."""
+
+    def __init__(self, config: Path) -> None:
+        self.exe = shutil.which("git")
+        if self.exe is None:
+            raise ConfigError("git is not installed", hint="install git; the rehearsal uses real repositories")
+        self.env = {**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+    def __call__(self, cwd: Path, *args: str) -> str:
+        proc = subprocess.run([self.exe, *args], cwd=cwd, env=self.env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RunFailed(f"git {' '.join(args[:2])} failed in {cwd}: {' '.join(proc.stderr.split())[:400]}")
+        return proc.stdout.strip()
+
+
+GITCONFIG = f"""[user]
+\tname = {IDENTITY[0]}
+\temail = {IDENTITY[1]}
+[init]
+\tdefaultBranch = main
+[commit]
+\tgpgSign = false
+[tag]
+\tgpgSign = false
+[core]
+\thooksPath = /dev/null
+\tautocrlf = false
+[advice]
+\tdetachedHead = false
+"""
+
+
+@dataclass
+class Sandbox:
+    """Folders of one rehearsal under ``base``: ``origin.git`` (bare), ``dev`` (the developer's
+    clone), one clone per CI job (``ci-pr``, ``ci-main``, ``ci-release``), ``workspace`` (the local
+    workspace's data), ``tmp`` (TMPDIR of the job tasks) and ``reports`` (JUnit files)."""
+
+    base: Path
+    project: Path
+    created: bool = False
+    clones: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def make(cls, project: Path, work_dir: Path | None) -> "Sandbox":
+        if work_dir is not None:
+            if work_dir.exists() and (not work_dir.is_dir() or any(work_dir.iterdir())):
+                raise ConfigError(f"--work-dir {work_dir} exists and is not an empty folder",
+                                  hint="pass a new or empty folder, or leave --work-dir out for a temporary one")
+            try:
+                work_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create --work-dir {work_dir}: {exc.strerror or exc}") from None
+            base = work_dir.resolve()
+        else:
+            base = Path(tempfile.mkdtemp(prefix="stackci-rehearse-")).resolve()
+        box = cls(base=base, project=project, created=True)
+        for sub in ("tmp", "reports"):
+            (base / sub).mkdir()
+        (base / "gitconfig").write_text(GITCONFIG, encoding="utf-8")
+        return box
+
+    @property
+    def origin(self) -> Path:
+        return self.base / "origin.git"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / "workspace"
+
+    @property
+    def tmp(self) -> Path:
+        return self.base / "tmp"
+
+    @property
+    def reports(self) -> Path:
+        return self.base / "reports"
+
+    def git(self) -> Git:
+        return Git(self.base / "gitconfig")
+
+    def create_repositories(self, bundle_name: str) -> list[str]:
+        """origin with ``main`` (an initial commit) and the feature branch that adds the project,
+        pushed from the developer's clone ``dev``. Returns the copied files."""
+        git = self.git()
+        files = project_files(self.project)
+        git(self.base, "init", "-q", "--bare", str(self.origin))
+        dev = self.base / "dev"
+        git(self.base, "clone", "-q", str(self.origin), str(dev))
+        git(dev, "commit", "-q", "--allow-empty", "-m", "chore: initial commit")
+        for rel in files:
+            target = dev / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.project / rel, target)
+        git(dev, "add", "-A")
+        git(dev, "commit", "-q", "-m", f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})")
+        git(dev, "push", "-q", "origin", "HEAD~1:refs/heads/main", f"HEAD:refs/heads/{FEATURE_BRANCH}")
+        self.clones["dev"] = dev
+        return files
+
+    def clone(self, name: str, branch: str) -> Path:
+        """A fresh checkout of ``branch``, as a CI job's checkout step makes (full history, tags)."""
+        path = self.base / name
+        self.git()(self.base, "clone", "-q", "--branch", branch, str(self.origin), str(path))
+        self.clones[name] = path
+        return path
+
+    def merge_feature(self) -> str:
+        """Merge the pull request into main on the server, as the merge button does: a merge
+        commit of main and the feature branch, with the feature's tree. Returns its id."""
+        git = self.git()
+        main = git(self.origin, "rev-parse", "refs/heads/main")
+        commit = git(self.origin, "commit-tree", f"refs/heads/{FEATURE_BRANCH}^{{tree}}", "-p", main,
+                     "-p", f"refs/heads/{FEATURE_BRANCH}", "-m", f"Merge pull request #1 from {FEATURE_BRANCH}")
+        git(self.origin, "update-ref", "refs/heads/main", commit, main)
+        return commit
+
+    def remote_refs(self) -> dict[str, str]:
+        """refs of origin -> commit (tags peeled)."""
+        out = self.git()(self.origin, "for-each-ref", "--format=%(refname) %(objectname) %(*objectname)")
+        refs = {}
+        for line in out.splitlines():
+            parts = line.split()
+            refs[parts[0]] = parts[2] if len(parts) > 2 else parts[1]
+        return refs
+
+    def remove(self) -> None:
+        if self.created:
+            shutil.rmtree(self.base, ignore_errors=True)
+            self.created = False
+
+    def shown(self, path: str | None) -> str | None:
+        """A path inside a CI clone, shown as the same file of the user's project."""
+        if not path:
+            return path
+        for clone in self.clones.values():
+            try:
+                rel = Path(path).resolve().relative_to(clone)
+            except (ValueError, OSError):
+                continue
+            original = self.project / rel
+            try:
+                return original.relative_to(Path.cwd().resolve()).as_posix()
+            except ValueError:
+                return str(original)
+        return path
+
+
+# --------------------------------------------------------------------------- environment
+def scrubbed_environ(base: Mapping[str, str], sandbox: Sandbox) -> dict[str, str]:
+    """The process environment of a rehearsal: no Databricks credentials or STACKCI_* options of
+    the caller, git without the user's configuration, loopback without a proxy."""
+    env = {k: v for k, v in base.items() if not k.startswith(SCRUBBED_PREFIXES)}
+    no_proxy = [p for p in (env.get("NO_PROXY") or env.get("no_proxy") or "").split(",") if p.strip()]
+    for name in ("127.0.0.1", "localhost"):
+        if name not in no_proxy:
+            no_proxy.append(name)
+    env.update(GIT_CONFIG_GLOBAL=str(sandbox.base / "gitconfig"), GIT_CONFIG_NOSYSTEM="1",
+               DATABRICKS_CONFIG_FILE=str(sandbox.base / "no-databrickscfg"),
+               NO_PROXY=",".join(no_proxy), no_proxy=",".join(no_proxy))
+    return env
+
+
+def workspace_environ(url: str, token: str) -> dict[str, str]:
+    """Every block to the local workspace: the SDK's credentials, and STACKCI_HOST for the
+    targets' hosts (as the tests redirect a workflow with act --env)."""
+    return {"DATABRICKS_HOST": url, "DATABRICKS_TOKEN": token, "DATABRICKS_AUTH_TYPE": "pat", "STACKCI_HOST": url}
+
+
+def stage_environ(process_env: Mapping[str, str]) -> dict[str, str]:
+    """What a block sees as ``App.environ``: the stage environment as on a laptop (no CI run,
+    ref or pull request of an enclosing CI job)."""
+    return {k: v for k, v in process_env.items() if k not in CI_NAMES and not k.startswith(CI_PREFIXES)}
+
+
+@contextlib.contextmanager
+def process_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Make ``env`` the process environment (click reads options from it, databricks-sdk its
+    credentials), and put the previous one back afterwards."""
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k not in env]:
+            del os.environ[key]
+        os.environ.update(env)
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+# --------------------------------------------------------------------------- the project's interpreter
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "stackci"
+
+
+@dataclass
+class Interpreter:
+    python: str
+    how: str                       # shown in the report: "cached venv ...", "--python ..."
+    requirements: list[Path]       # to install in the unit-tests stage (only with --python)
+
+
+def venv_key(requirements: list[Path]) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{sys.version}\0{getattr(sys, '_base_executable', sys.executable)}\0".encode())
+    for path in requirements:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def project_interpreter(app, *, python: str | None, requirements: list[Path], cache_dir: Path,
+                        project: Path) -> Interpreter:
+    """``--python`` as given, else a virtual environment with the project's requirements,
+    created once under ``cache_dir`` and reused while the requirements and Python stay the same."""
+    from ..unit_tests import child_environment, install_requirements, resolve_python
+
+    if python:
+        return Interpreter(resolve_python(python), f"--python {python}", requirements)
+    key = venv_key(requirements)
+    folder = cache_dir / "rehearse" / f"venv-{key}"
+    exe = folder / "bin" / "python"
+    stamp = folder / ".stackci-complete"
+    shown = ", ".join(p.name for p in requirements) or "no requirements file"
+    if stamp.is_file() and exe.is_file():
+        return Interpreter(str(exe), f"cached venv {folder} ({shown})", [])
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the cache folder {folder.parent}: {exc.strerror or exc}",
+                          hint="pass a writable --cache-dir (STACKCI_CACHE_DIR), or --python with an interpreter "
+                               "that has the project's requirements") from None
+    import venv
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): concurrent first rehearsals are then up to the user
+        fcntl = None  # type: ignore[assignment]
+
+    with open(folder.parent / ".lock", "a+") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # two rehearsals never build the same venv at once
+        if stamp.is_file() and exe.is_file():
+            return Interpreter(str(exe), f"cached venv {folder} ({shown})", [])
+        progress = log.Progress(logger, "rehearse: project interpreter", app.clock)
+        progress.say(f"creating a virtual environment for the project in {folder} (once; later rehearsals "
+                     "reuse it)")
+        shutil.rmtree(folder, ignore_errors=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(folder)
+        if requirements:
+            progress.say(f"installing {shown} into it")
+            install_requirements(app, str(exe), requirements, project, child_environment(app))
+        stamp.write_text(json.dumps({"requirements": [str(p) for p in requirements], "python": sys.version}))
+        progress.say("ready")
+    return Interpreter(str(exe), f"new venv {folder} ({shown})", [])
