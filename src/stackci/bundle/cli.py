@@ -149,15 +149,30 @@ def summary_markdown(bundle: Bundle) -> str:
 @click.option("--host", "host_option", envvar="STACKCI_HOST",
               help="Workspace to ask for the current user [default: the target's workspace.host], as for "
                    "plan and deploy.")
+@click.option("--engine", type=click.Choice(["stackci", "cli"]), default="stackci", show_default=True,
+              envvar="STACKCI_ENGINE",
+              help="stackci: check that stackci's engine can deploy the bundle. cli: run the official "
+                   "'databricks bundle validate' instead (Databricks CLI 0.218+ on PATH).")
 @click.pass_obj
 def command(app: App, target: str | None, variables: tuple[str, ...], output: str, project: Path,
-            user: str | None, offline: bool, host_option: str | None = None) -> None:
+            user: str | None, offline: bool, host_option: str | None = None, engine: str = "stackci") -> None:
     """Load, resolve and check the bundle (databricks.yml) for one target.
 
     Prints the target, host, root path and each resource with its final name. Unknown fields
     are warnings; anything that would make a deploy fail is an error (exit 2) naming the file
-    and line. Outputs: target host root-path file-path resources warnings.
+    and line; so is a resource type or key that stackci's engine does not deploy (use --engine
+    cli for those bundles). Outputs: target host root-path file-path resources warnings.
     """
+    if engine == "cli":
+        from ..deploy.databricks_cli import Delegate, arguments, check_flags
+
+        check_flags("validate", **{"--offline": offline})
+        out = Delegate(app, "validate", project, host_option).run(
+            arguments("validate", target=target, variables=variables, output=output),
+            capture_stdout=output == "json", fail_as_config=True)
+        if output == "json":
+            click.echo(app.platform.neutralise(out))
+        return
     if user:
         source: object = CurrentUser(user.strip(), source="option")
     elif offline:
@@ -175,6 +190,12 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
     for warning in bundle.warnings:
         app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
                              title="stackci: bundle")
+    from ..deploy import support
+    try:
+        support.check(bundle)
+    except ConfigError as exc:
+        exc.file = display_path(exc.file, app)
+        raise
     files = bundle.sync_files
     p = app.platform
     p.set_output("target", bundle.target)

@@ -66,7 +66,7 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
     from ..bundle import CurrentUser, load_bundle
     from ..bundle.cli import display_path
     from ..dbx import workspace_client
-    from . import guard
+    from . import guard, support
     from .resources import apply_order, desired_resources
 
     session = {} if session is None else session
@@ -105,6 +105,7 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
         for warning in bundle.warnings:
             app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
                                  title="stackci: bundle")
+        support.check(bundle)
         apply_order(desired_resources(bundle))
     except ConfigError as exc:
         exc.file = display_path(exc.file, app)
@@ -153,6 +154,12 @@ TARGETS_HELP = ("Bundle target; repeatable, each is planned [default: the only t
                 "'default: true']. In the environment: several separated by spaces or newlines.")
 
 
+engine_option = click.option(
+    "--engine", type=click.Choice(["stackci", "cli"]), default="stackci", show_default=True, envvar="STACKCI_ENGINE",
+    help="stackci: stackci's own engine. cli: run the official 'databricks bundle' command instead (Databricks CLI "
+         "0.218+ on PATH), for bundles with resources or keys stackci does not deploy.")
+
+
 def bundle_options(fn=None, *, several_targets: bool = False):
     if fn is None:
         return lambda f: bundle_options(f, several_targets=several_targets)
@@ -172,10 +179,14 @@ def bundle_options(fn=None, *, several_targets: bool = False):
         click.option("--profile", envvar="STACKCI_PROFILE", help="~/.databrickscfg profile to authenticate with."),
         click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
                      envvar="STACKCI_PARALLEL", help="Workspace requests in flight at once (file uploads, lookups)."),
+        engine_option,
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+PLAN_VERSION_NEEDED = (0, 267, 0)
 
 
 def unique_targets(targets) -> list:
@@ -225,8 +236,8 @@ def publish_plans(app: App, plans: list, output: str) -> None:
 @click.option("--github-token", envvar="STACKCI_GITHUB_TOKEN", metavar="TOKEN",
               help="Token for the GitHub comment [default: GITHUB_TOKEN]; needs pull-requests: write.")
 @click.pass_obj
-def plan_command(app: App, targets, variables, project, user, host_option, profile, parallel, output, comment,
-                 github_token) -> None:
+def plan_command(app: App, targets, variables, project, user, host_option, profile, parallel, engine, output,
+                 comment, github_token) -> None:
     """Show what a deploy of each target would create, update, delete and upload.
 
     Compares the resolved bundle with the deployment state in the workspace (read-only;
@@ -236,6 +247,19 @@ def plan_command(app: App, targets, variables, project, user, host_option, profi
     a Markdown table.
     """
     from . import comment as pr_comment
+
+    if engine == "cli":
+        from .databricks_cli import Delegate, arguments, check_flags
+
+        check_flags("plan", **{"--comment": comment, "--output markdown": output == "markdown"})
+        delegate = Delegate(app, "plan", project, host_option)
+        delegate.require(PLAN_VERSION_NEEDED, "stackci plan --engine cli (databricks bundle plan)")
+        for t in unique_targets(targets):
+            out = delegate.run(arguments("plan", target=t, variables=variables, profile=profile, output=output),
+                               capture_stdout=output == "json", fail_as_config=True)
+            if output == "json":
+                click.echo(app.platform.neutralise(out))
+        return
 
     where = pr_comment.find_pull_request(app, github_token) if comment else None
     session: dict = {}
@@ -275,7 +299,7 @@ def _summary(title: str, outcome, host: str) -> str:
                                       "repeatable. Tags, pull requests and detached checkouts are refused.")
 @click.option("--dry-run", is_flag=True, envvar="STACKCI_DRY_RUN", help="Print the plan and change nothing.")
 @click.pass_obj
-def deploy_command(app: App, target, variables, project, user, host_option, profile, parallel, force_lock,
+def deploy_command(app: App, target, variables, project, user, host_option, profile, parallel, engine, force_lock,
                    fail_on_active_runs, require_branch, dry_run) -> None:
     """Deploy the bundle to a target: files, then experiments, models and jobs.
 
@@ -287,6 +311,10 @@ def deploy_command(app: App, target, variables, project, user, host_option, prof
     """
     from .engine import run_locked
 
+    if engine == "cli":
+        _delegate_deploy(app, target, variables, project, host_option, profile, force_lock, fail_on_active_runs,
+                         require_branch, dry_run)
+        return
     loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
                   profile=profile, require_branch=require_branch, command="deploy")
     engine = _engine(app, loaded, parallel, "deploy")
@@ -325,13 +353,34 @@ def deploy_command(app: App, target, variables, project, user, host_option, prof
                               loaded.host))
 
 
+def _delegate_deploy(app: App, target, variables, project, host_option, profile, force_lock, fail_on_active_runs,
+                     require_branch, dry_run) -> None:
+    """``deploy --engine cli``: the production guard first (stackci's), then ``databricks bundle deploy``
+    (or ``bundle plan`` for --dry-run)."""
+    from ..bundle import git as gitinfo
+    from . import guard
+    from .databricks_cli import Delegate, arguments
+
+    if require_branch:
+        git_info = gitinfo.info(Path(project).resolve())
+        guard.require_branch(list(require_branch), guard.current_ref(app.environ, git_info), target or "(default)")
+    delegate = Delegate(app, "deploy", project, host_option)
+    if dry_run:
+        delegate.require(PLAN_VERSION_NEEDED, "stackci deploy --dry-run --engine cli (databricks bundle plan)")
+        delegate.run(arguments("plan", target=target, variables=variables, profile=profile), fail_as_config=True)
+        logger.info("dry run: nothing was changed")
+        return
+    delegate.run(arguments("deploy", target=target, variables=variables, profile=profile, force_lock=force_lock,
+                           fail_on_active_runs=fail_on_active_runs))
+
+
 @click.command("destroy")
 @bundle_options
 @click.option("--force-lock", is_flag=True, envvar="STACKCI_FORCE_LOCK",
               help="Take the deployment lock even if another deploy holds it.")
 @click.option("--dry-run", is_flag=True, envvar="STACKCI_DRY_RUN", help="List what would be removed; change nothing.")
 @click.pass_obj
-def destroy_command(app: App, target, variables, project, user, host_option, profile, parallel, force_lock,
+def destroy_command(app: App, target, variables, project, user, host_option, profile, parallel, engine, force_lock,
                     dry_run) -> None:
     """Remove every job, experiment, registered model and file the target's state owns, then the state.
 
@@ -339,6 +388,13 @@ def destroy_command(app: App, target, variables, project, user, host_option, pro
     """
     from .engine import run_locked
 
+    if engine == "cli":
+        from .databricks_cli import Delegate, arguments, check_flags
+
+        check_flags("destroy", **{"--dry-run": dry_run})
+        Delegate(app, "destroy", project, host_option).run(
+            arguments("destroy", target=target, variables=variables, profile=profile, force_lock=force_lock))
+        return
     loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
                   profile=profile, command="destroy")
     engine = _engine(app, loaded, parallel, "destroy")

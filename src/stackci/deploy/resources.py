@@ -245,6 +245,11 @@ class Jobs(Kind):
 
     def body(self, desired: Desired, settings: dict) -> dict:
         body = {k: v for k, v in settings.items() if k not in ("permissions",)}
+        run_as = self.bundle.run_as
+        if not body.get("run_as") and isinstance(run_as, dict):   # the bundle's run_as applies to every job
+            principal = {k: v for k, v in run_as.items() if k in ("user_name", "service_principal_name") and v}
+            if principal:
+                body["run_as"] = principal
         tags = dict(body.get("tags") or {})
         tags.update({KEY_TAG: desired.dkey, "stackci-bundle": self.bundle.name[:255],
                      "stackci-target": self.bundle.target[:255]})
