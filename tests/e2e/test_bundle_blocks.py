@@ -7,7 +7,10 @@ redirects it to the local workspace, as the actions document."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
 from conftest import ROOT
+from fake_github import FakeGitHub
 
 pytestmark = pytest.mark.e2e
 
@@ -69,6 +73,57 @@ def push(branch: str) -> dict:
     return {"ref": f"refs/heads/{branch}", "repository": {"full_name": "acme/churn", "default_branch": "main"}}
 
 
+# --------------------------------------------------------------------------- bundle-ci.yml
+GITHUB_TOKEN = "ghs_fakeTokenForTheLoopbackGitHub0001"
+
+
+def test_bundle_ci_keeps_one_plan_comment_up_to_date(run_workflow, ws, w, tmp_path):
+    wf = WORKFLOWS / "bundle-ci.yml"
+    pr = {"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature", "sha": "f" * 40},
+                                        "base": {"ref": "main"}}}
+    with FakeGitHub(GITHUB_TOKEN) as github:
+        common = dict(event="pull_request", payload=pr, branch="feature",
+                      secrets={"DATABRICKS_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN},
+                      env={"STACKCI_HOST": ws.url, "GITHUB_API_URL": github.url,
+                           "GITHUB_REPOSITORY": github.repository})
+        first = run_workflow(EXAMPLE, wf, **common)
+        assert first.code == 0 and first.job_succeeded, first.log[-4000:]
+        assert ws.token not in first.log and GITHUB_TOKEN not in first.log
+        out = first.step_outputs()
+        plans = json.loads(out["plans"])
+        assert sorted(plans) == ["prod", "staging"]
+        assert plans["staging"]["create"] == plans["prod"]["create"] == 4
+        assert out["has-changes"] == "true"
+        [comment] = github.all_comments()
+        assert out["comment-url"] == comment["html_url"]
+        body = comment["body"]
+        assert body.startswith("<!-- stackci:plan:churn_model -->")
+        for target in ("staging", "prod"):
+            assert f"### Plan: `churn_model` → `{target}`" in body
+        assert "staging-churn_model-model-training-job" in body and "prod-churn_model-model-training-job" in body
+        assert [(r.method, r.path) for r in github.requests] == [
+            ("GET", "/repos/acme/churn/issues/7/comments"), ("POST", "/repos/acme/churn/issues/7/comments")]
+        assert jobs_by_name(w) == {}, "planning changes nothing"
+
+        # staging gets deployed (the merge of another PR); the next push updates the same comment
+        env = {**os.environ, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat", "STACKCI_HOST": ws.url}
+        subprocess.run([sys.executable, "-m", "stackci", "deploy", "-t", "staging", "--project",
+                        str(tmp_path / "repo")], env=env, check=True, capture_output=True)   # run_workflow's repo
+        second = run_workflow(EXAMPLE, wf, **common)
+        assert second.code == 0 and second.job_succeeded, second.log[-4000:]
+        out = second.step_outputs()
+        plans = json.loads(out["plans"])
+        assert (plans["staging"]["create"], plans["staging"]["unchanged"]) == (0, 4)
+        assert plans["prod"]["create"] == 4
+        [updated] = github.all_comments()
+        assert updated["id"] == comment["id"] and out["comment-url"] == comment["html_url"]
+        assert updated["body"] != body and updated["body"].startswith("<!-- stackci:plan:churn_model -->")
+        assert "No resource changes." in updated["body"]       # staging's table now
+        assert [(r.method, r.path) for r in github.requests[2:]] == [
+            ("GET", "/repos/acme/churn/issues/7/comments"), ("PATCH", f"/repos/acme/churn/issues/comments/{comment['id']}")]
+        assert all(r.authorization == f"Bearer {GITHUB_TOKEN}" for r in github.requests)
+
+
 # --------------------------------------------------------------------------- cd-staging.yml
 def test_cd_staging_deploys_then_redeploys_nothing(run_workflow, ws, w):
     wf = WORKFLOWS / "cd-staging.yml"
@@ -108,6 +163,15 @@ def test_cd_staging_deploys_then_redeploys_nothing(run_workflow, ws, w):
 
 
 # --------------------------------------------------------------------------- cd-prod.yml
+SMOKE_FILES = {
+    "resources/smoke-resource.yml": (
+        "resources:\n  jobs:\n    smoke_job:\n      name: ${bundle.target}-churn_model-smoke\n"
+        "      tasks:\n        - task_key: check\n          spark_python_task:\n"
+        "            python_file: ../smoke/check.py\n            parameters: [\"${bundle.target}\"]\n"),
+    "smoke/check.py": "import sys\nassert sys.argv[1:] == ['prod'], sys.argv\nprint('prod answers')\n",
+}
+
+
 def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
     wf = WORKFLOWS / "cd-prod.yml"
     common = dict(secrets={"DATABRICKS_TOKEN": ws.token}, env={"STACKCI_HOST": ws.url})
@@ -131,21 +195,25 @@ def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
     assert "Main OWNER/stackci/actions/deploy@v1" not in wrong_ref.log
     assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
 
-    # the push of the release branch (what cut-release does) deploys prod
+    # the push of the release branch (what cut-release does) deploys prod, then runs the smoke job
     deployed = run_workflow(EXAMPLE, wf, event="push", branch="release/v0.1.0", payload=push("release/v0.1.0"),
-                            **common)
+                            files=SMOKE_FILES, variables={"PROD_SMOKE_JOB": "smoke_job"}, **common)
     assert deployed.code == 0 and deployed.job_succeeded, deployed.log[-4000:]
     out = deployed.step_outputs()
-    assert (out["created"], out["changed"], out["deleted"], out["unchanged"]) == ("4", "0", "0", "0")
+    assert (out["created"], out["changed"], out["deleted"], out["unchanged"]) == ("5", "0", "0", "0")
     jobs = json.loads(out["jobs"])
     by_name = jobs_by_name(w)
-    assert sorted(by_name) == ["prod-churn_model-batch-inference-job", "prod-churn_model-model-training-job"]
+    assert sorted(by_name) == ["prod-churn_model-batch-inference-job", "prod-churn_model-model-training-job",
+                               "prod-churn_model-smoke"]
+    # the smoke step found the job by its bundle key in prod's deployment state and ran it
+    assert out["result"] == "success" and "prod-churn_model-smoke › check: TERMINATED SUCCESS" in deployed.log
+    [run] = w.jobs.list_runs(job_id=jobs["smoke_job"]["id"])
+    assert str(run.run_id) == out["run-id"]
     training = w.jobs.get(jobs["model_training_job"]["id"]).settings
     assert training.name == "prod-churn_model-model-training-job"
     assert training.tags["stackci-branch"] == "release/v0.1.0"
     files = workspace_files(w, f"{PROD_ROOT}/files")
     assert int(out["files-uploaded"]) == len(files) and files["validation/notebooks/ModelValidation"] == "NOTEBOOK"
-    assert "Run Main Smoke test" not in deployed.log     # PROD_SMOKE_JOB is not set
 
 
 # --------------------------------------------------------------------------- Azure templates
@@ -187,7 +255,8 @@ def test_azure_deploy_template(agent_for, ws, w):
     assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
 
     agent = agent_for(branch="main")
-    steps = agent.expand(template, {"target": "staging", "host": ws.url, "databricksEnv": creds})
+    steps = agent.expand(template, {"target": "staging", "host": ws.url, "databricksEnv": creds,
+                                    "vars": "catalog_name=qa\nmodel_name=churn_qa"})
     assert [s.get("name") for s in steps if "bash" in s] == ["stackciSetup", "deploy"]
     agent.run(steps)
     assert not agent.failed, agent.text()[-4000:]
@@ -203,6 +272,7 @@ def test_azure_deploy_template(agent_for, ws, w):
         "staging-churn_model-batch-inference-job": jobs["batch_inference_job"]["id"],
         "staging-churn_model-model-training-job": jobs["model_training_job"]["id"]}
     assert w.jobs.get(jobs["model_training_job"]["id"]).settings.tags["stackci-branch"] == "main"
+    assert w.registered_models.get("qa.churn_model.churn_qa").name == "churn_qa"   # both vars arrived
     summary = agent.summaries[0].read_text()
     assert "Deployed" in summary and "4 created, 0 changed, 0 deleted, 0 unchanged" in summary
 
@@ -210,19 +280,29 @@ def test_azure_deploy_template(agent_for, ws, w):
 BROKEN_LINE = 29   # resources/batch-inference-workflow-resource.yml: "- ${bundle.target}" under --env
 
 
-def test_azure_validate_template_fails_a_broken_bundle_at_its_line(agent_for, ws, w):
+def test_azure_validate_template_plans_or_fails_at_the_broken_line(agent_for, ws, w):
+    template = ROOT / "azure-pipelines" / "steps" / "validate.yml"
+    creds = {"DATABRICKS_TOKEN": "$(databricksToken)"}
+    agent = agent_for()
+    agent.run(agent.expand(template, {"host": ws.url, "databricksEnv": creds}))
+    assert not agent.failed, agent.text()[-4000:]
+    assert agent.output("validate", "has_changes") == "true"
+    plans = json.loads(agent.output("validate", "plans"))
+    assert sorted(plans) == ["prod", "staging"] and plans["prod"]["create"] == 4
+    assert [i for i in agent.issues if i.properties.get("type") == "error"] == []
+    assert jobs_by_name(w) == {}, "validating and planning change nothing"
+
+    # a broken reference: every target is validated, each error at the file and line, no plan
     rel = "resources/batch-inference-workflow-resource.yml"
     lines = (EXAMPLE / rel).read_text().splitlines()
     assert lines[BROKEN_LINE - 1] == "              - ${bundle.target}"
     lines[BROKEN_LINE - 1] = "              - ${var.enviroment}"
     agent = agent_for({rel: "\n".join(lines) + "\n"})
-    steps = agent.expand(ROOT / "azure-pipelines" / "steps" / "validate.yml",
-                         {"host": ws.url, "databricksEnv": {"DATABRICKS_TOKEN": "$(databricksToken)"}})
+    steps = agent.expand(template, {"host": ws.url, "databricksEnv": creds})
     assert [s.get("name") for s in steps if "bash" in s] == ["stackciSetup", "validateTargets", "validate"]
     agent.run(steps)
     assert agent.failed
     errors = [i for i in agent.issues if i.properties.get("type") == "error"]
-    # both targets were validated, each error at the file and line of the bad reference
     assert len(errors) == 2, errors
     for error in errors:
         assert error.properties["sourcepath"] == rel and error.properties["linenumber"] == str(BROKEN_LINE)
