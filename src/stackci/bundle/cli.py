@@ -191,8 +191,10 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
         app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
                              title="stackci: bundle")
     from ..deploy import support
+    from ..deploy.resources import apply_order, desired_resources
     try:
         support.check(bundle)
+        apply_order(desired_resources(bundle))     # a cycle of ${resources...} references
     except ConfigError as exc:
         exc.file = display_path(exc.file, app)
         raise
