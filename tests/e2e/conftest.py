@@ -133,9 +133,10 @@ def run_workflow(act_env, tmp_path):
     """Run ``workflow`` (a path or YAML text) on a fresh repository holding ``project``.
 
     A later call in the same test reuses that repository: ``files`` and the workflow are
-    committed on top, on ``branch`` (created from the current commit if new)."""
+    committed on top, on ``branch`` (created from the current commit if new). ``job``:
+    run only that job of the workflow (act ``-j``)."""
     def run(project: Path, workflow: str | Path, *, event="pull_request", payload=None, files=None,
-            secrets=None, env=None, branch="feature", variables=None) -> ActRun:
+            secrets=None, env=None, branch="feature", variables=None, job=None) -> ActRun:
         repo = tmp_path / "repo"
         again = repo.exists()
         if not again:
@@ -170,6 +171,8 @@ def run_workflow(act_env, tmp_path):
             argv += ["--env", f"{name}={value}"]
         for name, value in (variables or {}).items():   # the vars context
             argv += ["--var", f"{name}={value}"]
+        if job:
+            argv += ["-j", job]
         proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=600,
                               env={k: v for k, v in os.environ.items()
                                    if not k.startswith(("GITHUB_", "RUNNER_", "STACKCI_"))})

@@ -124,3 +124,32 @@ def test_azure_template(act_env, ws, w, fail, tmp_path):
     assert ws.token in agent.secrets          # masked with task.setsecret before anything printed it
     errors = [i for i in agent.issues if i.properties.get("type") == "error"]
     assert bool(errors) is fail
+
+
+def test_azure_template_runs_a_bundle_job_by_key(act_env, ws, w, tmp_path):
+    """run-job.yml with job + target: the job of the target's deployment (a post-deploy smoke test)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    build = tmp_path / "agent"
+    shutil.copytree(ROOT / "examples" / "project", build / "s",
+                    ignore=shutil.ignore_patterns(".stackci", "__pycache__", ".pytest_cache"))
+    env = {**os.environ, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat", "STACKCI_HOST": ws.url}
+    subprocess.run([sys.executable, "-m", "stackci", "deploy", "-t", "staging", "-p", str(build / "s")], env=env,
+                   check=True, capture_output=True)
+    job_id = {j.settings.name: j.job_id for j in w.jobs.list()}["staging-churn_model-model-training-job"]
+    build.joinpath("stackci").symlink_to(act_env["lib"], target_is_directory=True)
+    agent = Agent(build, {"stackci": act_env["lib"]},
+                  {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+                   "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])})
+    agent.variables["databricksToken"] = ws.token
+    agent.run(agent.expand(ROOT / "azure-pipelines" / "steps" / "run-job.yml", {
+        "target": "staging", "job": "model_training_job", "host": ws.url,
+        "databricksEnv": {"DATABRICKS_TOKEN": "$(databricksToken)"}}))
+    assert not agent.failed, agent.text()[-3000:]
+    assert agent.output("runJob", "result") == "success"
+    assert w.jobs.get_run(int(agent.output("runJob", "run_id"))).job_id == job_id
+    cases = [c.get("name") for c in ET.parse(agent.output("runJob", "junit_xml")).getroot().iter("testcase")]
+    assert cases == ["Train", "ModelValidation", "ModelDeployment"]

@@ -16,7 +16,7 @@ WORKFLOW = ROOT / "examples" / "github" / "workflows" / "ci.yml"
 
 
 def test_passing_project(run_workflow, act_env):
-    run = run_workflow(EXAMPLE, WORKFLOW)
+    run = run_workflow(EXAMPLE, WORKFLOW, job="unit-tests")   # the later jobs: test_integration_blocks.py
     assert run.code == 0 and run.job_succeeded, run.log[-3000:]
     outputs = run.step_outputs()
     assert int(outputs["passed"]) >= 10 and outputs["failed"] == "0" and outputs["errors"] == "0"
@@ -38,7 +38,7 @@ def test_failing_project(run_workflow):
         "\n\ndef test_deliberately_broken():\n"
         "    total = 1 + 1\n"
         "    assert total == 3, 'arithmetic is broken'\n")
-    run = run_workflow(EXAMPLE, WORKFLOW, files={"tests/test_churn_pipeline.py": broken})
+    run = run_workflow(EXAMPLE, WORKFLOW, files={"tests/test_churn_pipeline.py": broken}, job="unit-tests")
     assert run.code != 0 and "🏁  Job failed" in run.log
     outputs = run.step_outputs()
     assert outputs["failed"] == "1"
