@@ -173,3 +173,12 @@ def test_the_default_project_is_the_checkouts_example(tmp_path):
 
     assert default_project(tmp_path) == EXAMPLE.resolve()
     assert resolve_project(None, tmp_path) == EXAMPLE.resolve()
+
+
+def test_the_dense_poll_schedule_of_a_rehearsal_is_scoped():
+    from stackci.runs.wait import Schedule, Waiter, use_schedule
+
+    dense = Schedule(ramp=(0.1,), max_interval=0.25)
+    with use_schedule(dense):
+        assert Waiter(client=None).schedule is dense
+    assert Waiter(client=None).schedule == Schedule(), "CI keeps the default ramp"

@@ -36,7 +36,11 @@ MAIN_THREAD = ("venv", "stackci.unit_tests", "stackci.workspace.server")
 WARM = ("requests", "yaml", "databricks.sdk", "databricks.sdk.service.jobs", "databricks.sdk.service.workspace",
         "stackci.bundle.api", "stackci.bundle.cli", "stackci.deploy.cli", "stackci.deploy.engine",
         "stackci.deploy.resources", "stackci.runs.cli", "stackci.runs.integration", "stackci.runs.report",
-        "stackci.runs.wait", "stackci.release.cli", "stackci.hosting")
+        "stackci.release.cli", "stackci.hosting")
+#: how often runs are polled during a rehearsal: the local workspace answers in milliseconds and
+#: has no rate limit, so a run is seen ending within a tenth of a second (CI keeps the waiter's
+#: default ramp to 15 s, which spares a real workspace's API)
+LOCAL_POLL = (0.1, 0.25)
 
 
 def warm_imports() -> threading.Thread:
@@ -281,8 +285,11 @@ class Rehearsal:
     # -- the flow -----------------------------------------------------------------------
     def run(self) -> Stage | None:
         """Run every stage in order; the failed (or interrupted) stage, or None."""
+        from ..runs.wait import Schedule, use_schedule
+
         try:
-            return self._run()
+            with use_schedule(Schedule(ramp=(LOCAL_POLL[0],) * 20, max_interval=LOCAL_POLL[1])):
+                return self._run()
         finally:
             if self.warm is not None:
                 self.warm.join()      # never leave an import half done at interpreter exit

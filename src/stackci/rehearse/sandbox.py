@@ -195,9 +195,9 @@ class Sandbox:
         pushed from the developer's clone ``dev``. Returns the copied files."""
         git = self.git()
         files = project_files(self.project)
-        git(self.base, "init", "-q", "--bare", str(self.origin))
+        git(self.base, "init", "-q", "--bare", "--template=", str(self.origin))
         dev = self.base / "dev"
-        git(self.base, "clone", "-q", str(self.origin), str(dev))
+        git(self.base, "clone", "-q", "--template=", str(self.origin), str(dev))
         git(dev, "commit", "-q", "--allow-empty", "-m", "chore: initial commit")
         for rel in files:
             target = dev / rel
@@ -210,9 +210,10 @@ class Sandbox:
         return files
 
     def clone(self, name: str, branch: str) -> Path:
-        """A fresh checkout of ``branch``, as a CI job's checkout step makes (full history, tags)."""
+        """A fresh checkout of ``branch``, as a CI job's checkout step makes (full history, tags;
+        no sample hooks: ``--template=``, fewer files to write and remove)."""
         path = self.base / name
-        self.git()(self.base, "clone", "-q", "--branch", branch, str(self.origin), str(path))
+        self.git()(self.base, "clone", "-q", "--template=", "--branch", branch, str(self.origin), str(path))
         self.clones[name] = path
         return path
 

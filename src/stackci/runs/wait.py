@@ -45,6 +45,33 @@ class Schedule:
             yield self.max_interval
 
 
+#: set by :func:`use_schedule`; None = :class:`Schedule`'s defaults
+_schedule_override: Schedule | None = None
+
+
+def default_schedule() -> Schedule:
+    """The schedule of a :class:`Waiter` given none: the defaults above, unless :func:`use_schedule`
+    is in effect (``stackci rehearse`` polls its local workspace, which answers in milliseconds and
+    has no rate limit, far more densely than a real workspace should be)."""
+    return _schedule_override if _schedule_override is not None else Schedule()
+
+
+class use_schedule:
+    """``with use_schedule(Schedule(...)):`` every Waiter created inside uses it."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def __enter__(self) -> Schedule:
+        global _schedule_override
+        self.previous, _schedule_override = _schedule_override, self.schedule
+        return self.schedule
+
+    def __exit__(self, *exc) -> None:
+        global _schedule_override
+        _schedule_override = self.previous
+
+
 def _value(enum) -> str | None:
     return getattr(enum, "value", enum)
 
@@ -111,7 +138,7 @@ class Waiter:
     """Poll ``runs/get`` until the run ends, logging each task's state changes."""
 
     client: object                              # databricks.sdk.WorkspaceClient
-    schedule: Schedule = field(default_factory=Schedule)
+    schedule: Schedule = field(default_factory=default_schedule)
     clock: Callable[[], float] = time.monotonic
     on_change: Callable[[str], None] | None = None
     cancel_grace: float = 5.0                   # how long to wait for a cancelled run to stop

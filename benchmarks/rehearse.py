@@ -1,0 +1,196 @@
+"""Wall time of ``stackci rehearse`` and how much of it is stackci's own, side by side.
+
+    python benchmarks/rehearse.py [--runs 3] [--project examples/project] [--scale 1,10]
+
+Each measured run is a fresh ``python -m stackci rehearse`` process (interpreter start-up
+included). Inside it, every child process is timed from its start to its exit (a
+``subprocess.Popen`` subclass and ``waitid(WNOWAIT)``, so nothing is reaped early):
+
+* the user's tests: the ``python -m pytest`` process of the unit-tests stage;
+* the user's jobs: the task processes the local workspace starts (``_runtime.py``);
+
+and the union of those intervals is the user's time. The rest of the wall time, when
+none of the user's processes was running, is stackci's own share: start-up, git, the
+local workspace, deploys, waiting for runs to be noticed, reports. Target: stackci's
+share <= 20 %. A first, unmeasured run creates the project's cached virtual environment.
+
+``--scale 10`` also measures a copy whose training job trains on ten times the rows (the
+example's jobs take well under a second; real ones take minutes), which shows how much of
+stackci's time is a fixed cost. The target applies to the project as it is (scale 1).
+
+Prints the medians per run and per stage; exits 1 when the target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SHARE = 0.20
+
+
+# --------------------------------------------------------------------------- inside the measured process
+def child(out_path: str, argv: list[str]) -> int:
+    import threading
+
+    records: list[dict] = []
+    base = subprocess.Popen
+
+    class Timed(base):  # type: ignore[misc, valid-type]
+        def __init__(self, args, *a, **k):
+            started = time.monotonic()
+            super().__init__(args, *a, **k)
+            record = {"argv": [str(x) for x in (args if isinstance(args, (list, tuple)) else [args])],
+                      "start": started, "end": None}
+            records.append(record)
+            pid = self.pid
+
+            def watch() -> None:
+                try:
+                    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+                except ChildProcessError:   # reaped first by the caller's wait(): it has just ended
+                    pass
+                record["end"] = time.monotonic()
+            threading.Thread(target=watch, daemon=True).start()
+
+    subprocess.Popen = Timed  # type: ignore[misc]
+    from stackci.__main__ import main
+
+    code = main(["rehearse", *argv])
+    ended = time.monotonic()
+    for record in records:
+        record["end"] = record["end"] or ended
+    Path(out_path).write_text(json.dumps(records))
+    return code
+
+
+# --------------------------------------------------------------------------- the measurement
+def kind(argv: list[str]) -> str:
+    if any(a.endswith("_runtime.py") for a in argv):
+        return "jobs"
+    if "-m" in argv and argv[argv.index("-m") + 1:argv.index("-m") + 2] == ["pytest"]:
+        return "tests"
+    return "other"
+
+
+def union(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
+def scaled_copy(project: Path, scale: int, tmp: Path) -> Path:
+    import re
+    import shutil
+
+    if scale == 1:
+        return project
+    copy = tmp / f"project-x{scale}"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".stackci"))
+    resource = copy / "resources" / "model-workflow-resource.yml"
+    text = resource.read_text()
+    text, count = re.subn(r'training_rows: "(\d+)"', lambda m: f'training_rows: "{int(m.group(1)) * scale}"', text)
+    if count != 1:
+        raise SystemExit(f"cannot scale {resource}: no training_rows parameter")
+    resource.write_text(text)
+    return copy
+
+
+def one_run(project: Path, cache: Path, tmp: Path, n: int) -> dict:
+    out = tmp / f"records-{n}.json"
+    argv = [str(project), "--cache-dir", str(cache), "-o", "json"]
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv], capture_output=True,
+                          text=True, cwd=tmp)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"rehearse exited {proc.returncode}")
+    records = json.loads(out.read_text())
+    by_kind = {k: [(max(r["start"], started), r["end"]) for r in records if kind(r["argv"]) == k]
+               for k in ("tests", "jobs")}
+    tests, jobs = union(by_kind["tests"]), union(by_kind["jobs"])
+    user = union(by_kind["tests"] + by_kind["jobs"])
+    report = json.loads(proc.stdout)
+    return {"wall": wall, "tests": tests, "jobs": jobs, "user": user, "stackci": wall - user,
+            "processes": len(records), "task_processes": len(by_kind["jobs"]),
+            "stages": {s["title"]: s["duration"] for s in report["stages"]}}
+
+
+def measure(project: Path, label: str, runs_wanted: int, cache: Path, tmp: Path) -> float:
+    runs = []
+    for n in range(1, runs_wanted + 1):
+        runs.append(one_run(project, cache, tmp, n))
+        r = runs[-1]
+        print(f"{label} run {n}/{runs_wanted}: wall {r['wall']:.2f} s, user {r['user']:.2f} s, "
+              f"stackci {r['stackci']:.2f} s ({r['stackci'] / r['wall']:.0%})", file=sys.stderr)
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    wall, user, own = med("wall"), med("user"), med("stackci")
+    print(f"\nstackci rehearse {label}: median of {len(runs)} runs "
+          f"({runs[0]['processes']} child processes, {runs[0]['task_processes']} of them job tasks)\n")
+    print(f"  {'':34} {'seconds':>8} {'of wall':>8}")
+    for name, value in (("wall time (whole command)", wall), ("user's tests (pytest process)", med("tests")),
+                        ("user's jobs (task processes)", med("jobs")), ("user's tests and jobs", user),
+                        ("stackci itself (everything else)", own)):
+        print(f"  {name:34} {value:8.2f} {value / wall:8.0%}")
+    print(f"\n  stackci : user = {own / user:.2f} : 1; stackci's share {own / wall:.0%}")
+    print("\n  per stage (median seconds):")
+    for title in runs[0]["stages"]:
+        print(f"    {title:18} {statistics.median(r['stages'][title] for r in runs):6.2f}")
+    return own / wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--project", type=Path, default=ROOT / "examples" / "project")
+    parser.add_argument("--scale", default="1,10",
+                        help="comma-separated multipliers of the training job's rows; 1 is the project as it is")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.rest)
+    scales = [int(s) for s in args.scale.split(",") if s.strip()]
+
+    shares = {}
+    with tempfile.TemporaryDirectory(prefix="stackci-bench-rehearse-") as folder:
+        tmp = Path(folder)
+        cache = tmp / "cache"
+        print(f"warm-up run (creates the project's virtual environment in {cache}) ...", file=sys.stderr)
+        first = time.monotonic()
+        one_run(args.project, cache, tmp, 0)
+        print(f"  {time.monotonic() - first:.1f} s", file=sys.stderr)
+        for scale in scales:
+            label = args.project.name + ("" if scale == 1 else f" with a training job on {scale}x the rows")
+            shares[scale] = measure(scaled_copy(args.project, scale, tmp), label, args.runs, cache, tmp)
+
+    print("\nstackci's share of the wall time: " + ", ".join(
+        f"{share:.0%} at scale {scale}" for scale, share in shares.items()) + f" (target <= {TARGET_SHARE:.0%} at "
+        "scale 1)")
+    if 1 in shares and shares[1] > TARGET_SHARE:
+        print(f"MISSED: stackci's share on {args.project.name} is {shares[1]:.0%}, above the {TARGET_SHARE:.0%} target")
+        return 1
+    print("OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
