@@ -13,7 +13,8 @@ on something it did not understand):
 - macros ``$(Name)`` expanded in ``env:`` values and task inputs (never inside scripts:
   the policy test forbids them there), unknown macros left as they are;
 - ``bash:`` steps run with ``bash --noprofile --norc`` in the sources directory, with
-  the pipeline variables as environment variables (``A.b`` → ``A_B``) plus the step's
+  the pipeline variables as environment variables (``A.b`` → ``A_B``; secret variables such
+  as ``System.AccessToken`` only where a step maps them in ``env:``) plus the step's
   ``env:``; step conditions ``succeeded()`` (default), ``succeededOrFailed()``,
   ``always()``; logging commands ``task.setvariable`` (``isOutput`` → ``step.name``),
   ``task.prependpath``, ``task.logissue``, ``task.uploadsummary``, ``task.setsecret``;
@@ -83,6 +84,8 @@ class Agent:
     published: list[Path] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     failed: bool = False
+    #: variables that, like secret variables on a real agent, never become environment variables
+    secret_variables: set[str] = field(default_factory=lambda: {"System.AccessToken"})
 
     def __post_init__(self):
         self.sources = self.build_dir / "s"
@@ -188,7 +191,8 @@ class Agent:
     def _env(self, step) -> dict[str, str]:
         env = dict(self.base_env)
         for name, value in self.variables.items():
-            env[name.replace(".", "_").upper()] = value
+            if name not in self.secret_variables:
+                env[name.replace(".", "_").upper()] = value
         env["TF_BUILD"] = "True"
         if self.path:
             env["PATH"] = os.pathsep.join([*reversed(self.path), env.get("PATH", "")])

@@ -20,7 +20,7 @@ from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
 from conftest import ROOT
-from fake_github import FakeGitHub
+from hosting.fake_hosting import FakeHosting  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.e2e
 
@@ -77,51 +77,56 @@ def push(branch: str) -> dict:
 GITHUB_TOKEN = "ghs_fakeTokenForTheLoopbackGitHub0001"
 
 
-def test_bundle_ci_keeps_one_plan_comment_up_to_date(run_workflow, ws, w, tmp_path):
+@pytest.fixture
+def hosting():
+    """A loopback GitHub / Azure Repos (tests/hosting/fake_hosting.py) for the PR comments."""
+    fake = FakeHosting(token=GITHUB_TOKEN)
+    yield fake
+    fake.close()
+
+
+def test_bundle_ci_keeps_one_plan_comment_up_to_date(run_workflow, ws, w, tmp_path, hosting):
     wf = WORKFLOWS / "bundle-ci.yml"
     pr = {"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature", "sha": "f" * 40},
                                         "base": {"ref": "main"}}}
-    with FakeGitHub(GITHUB_TOKEN) as github:
-        common = dict(event="pull_request", payload=pr, branch="feature",
-                      secrets={"DATABRICKS_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN},
-                      env={"STACKCI_HOST": ws.url, "GITHUB_API_URL": github.url,
-                           "GITHUB_REPOSITORY": github.repository})
-        first = run_workflow(EXAMPLE, wf, **common)
-        assert first.code == 0 and first.job_succeeded, first.log[-4000:]
-        assert ws.token not in first.log and GITHUB_TOKEN not in first.log
-        out = first.step_outputs()
-        plans = json.loads(out["plans"])
-        assert sorted(plans) == ["prod", "staging"]
-        assert plans["staging"]["create"] == plans["prod"]["create"] == 4
-        assert out["has-changes"] == "true"
-        [comment] = github.all_comments()
-        assert out["comment-url"] == comment["html_url"]
-        body = comment["body"]
-        assert body.startswith("<!-- stackci:plan:churn_model -->")
-        for target in ("staging", "prod"):
-            assert f"### Plan: `churn_model` → `{target}`" in body
-        assert "staging-churn_model-model-training-job" in body and "prod-churn_model-model-training-job" in body
-        assert [(r.method, r.path) for r in github.requests] == [
-            ("GET", "/repos/acme/churn/issues/7/comments"), ("POST", "/repos/acme/churn/issues/7/comments")]
-        assert jobs_by_name(w) == {}, "planning changes nothing"
+    api = f"/github/repos/{hosting.repository}/issues"
+    common = dict(event="pull_request", payload=pr, branch="feature",
+                  secrets={"DATABRICKS_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN},
+                  env={"STACKCI_HOST": ws.url, "GITHUB_API_URL": hosting.github_url,
+                       "GITHUB_REPOSITORY": hosting.repository})
+    first = run_workflow(EXAMPLE, wf, **common)
+    assert first.code == 0 and first.job_succeeded, first.log[-4000:]
+    assert ws.token not in first.log and GITHUB_TOKEN not in first.log
+    out = first.step_outputs()
+    plans = json.loads(out["plans"])
+    assert sorted(plans) == ["prod", "staging"]
+    assert plans["staging"]["create"] == plans["prod"]["create"] == 4
+    assert out["has-changes"] == "true"
+    [comment] = hosting.comments[7]         # the fake answers 401 to any other token than the job's
+    assert out["comment-url"] == comment["html_url"]
+    body = comment["body"]
+    assert body.startswith("<!-- stackci:plan:churn_model -->")
+    for target in ("staging", "prod"):
+        assert f"### Plan: `churn_model` → `{target}`" in body
+    assert "staging-churn_model-model-training-job" in body and "prod-churn_model-model-training-job" in body
+    assert hosting.requests == [("GET", f"{api}/7/comments"), ("POST", f"{api}/7/comments")]
+    assert jobs_by_name(w) == {}, "planning changes nothing"
 
-        # staging gets deployed (the merge of another PR); the next push updates the same comment
-        env = {**os.environ, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat", "STACKCI_HOST": ws.url}
-        subprocess.run([sys.executable, "-m", "stackci", "deploy", "-t", "staging", "--project",
-                        str(tmp_path / "repo")], env=env, check=True, capture_output=True)   # run_workflow's repo
-        second = run_workflow(EXAMPLE, wf, **common)
-        assert second.code == 0 and second.job_succeeded, second.log[-4000:]
-        out = second.step_outputs()
-        plans = json.loads(out["plans"])
-        assert (plans["staging"]["create"], plans["staging"]["unchanged"]) == (0, 4)
-        assert plans["prod"]["create"] == 4
-        [updated] = github.all_comments()
-        assert updated["id"] == comment["id"] and out["comment-url"] == comment["html_url"]
-        assert updated["body"] != body and updated["body"].startswith("<!-- stackci:plan:churn_model -->")
-        assert "No resource changes." in updated["body"]       # staging's table now
-        assert [(r.method, r.path) for r in github.requests[2:]] == [
-            ("GET", "/repos/acme/churn/issues/7/comments"), ("PATCH", f"/repos/acme/churn/issues/comments/{comment['id']}")]
-        assert all(r.authorization == f"Bearer {GITHUB_TOKEN}" for r in github.requests)
+    # staging gets deployed (the merge of another PR); the next push updates the same comment
+    env = {**os.environ, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat", "STACKCI_HOST": ws.url}
+    subprocess.run([sys.executable, "-m", "stackci", "deploy", "-t", "staging", "--project",
+                    str(tmp_path / "repo")], env=env, check=True, capture_output=True)   # run_workflow's repo
+    second = run_workflow(EXAMPLE, wf, **common)
+    assert second.code == 0 and second.job_succeeded, second.log[-4000:]
+    out = second.step_outputs()
+    plans = json.loads(out["plans"])
+    assert (plans["staging"]["create"], plans["staging"]["unchanged"]) == (0, 4)
+    assert plans["prod"]["create"] == 4
+    [updated] = hosting.comments[7]
+    assert updated["id"] == comment["id"] and out["comment-url"] == comment["html_url"]
+    assert updated["body"] != body and updated["body"].startswith("<!-- stackci:plan:churn_model -->")
+    assert "No resource changes." in updated["body"]       # staging's table now
+    assert hosting.requests[2:] == [("GET", f"{api}/7/comments"), ("PATCH", f"{api}/comments/{comment['id']}")]
 
 
 # --------------------------------------------------------------------------- cd-staging.yml
@@ -235,6 +240,7 @@ def agent_for(act_env, tmp_path, ws):
                        "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])})
         agent.variables.update({"databricksToken": ws.token, "Build.SourceBranch": f"refs/heads/{branch}",
                                 "Build.SourceVersion": "0" * 40, "Build.Reason": "IndividualCI"})
+        agent.secret_variables.add("databricksToken")
         made.append(agent)
         return agent
     return make
@@ -280,16 +286,28 @@ def test_azure_deploy_template(agent_for, ws, w):
 BROKEN_LINE = 29   # resources/batch-inference-workflow-resource.yml: "- ${bundle.target}" under --env
 
 
-def test_azure_validate_template_plans_or_fails_at_the_broken_line(agent_for, ws, w):
+def test_azure_validate_template_plans_or_fails_at_the_broken_line(agent_for, ws, w, hosting):
     template = ROOT / "azure-pipelines" / "steps" / "validate.yml"
     creds = {"DATABRICKS_TOKEN": "$(databricksToken)"}
+    # a pull-request build on Azure Repos: the plan thread is written with System.AccessToken,
+    # which reaches the step only through the template's env: (it is a secret variable)
     agent = agent_for()
-    agent.run(agent.expand(template, {"host": ws.url, "databricksEnv": creds}))
+    agent.variables.update({"System.AccessToken": hosting.azure_token, "System.CollectionUri": hosting.azure_url,
+                            "System.TeamProject": "ML Ops", "Build.Repository.Id": "repo-id",
+                            "Build.Repository.Provider": "TfsGit", "System.PullRequest.PullRequestId": "42",
+                            "Build.Reason": "PullRequest"})
+    agent.run(agent.expand(template, {"host": ws.url, "comment": True, "databricksEnv": creds}))
     assert not agent.failed, agent.text()[-4000:]
     assert agent.output("validate", "has_changes") == "true"
     plans = json.loads(agent.output("validate", "plans"))
     assert sorted(plans) == ["prod", "staging"] and plans["prod"]["create"] == 4
     assert [i for i in agent.issues if i.properties.get("type") == "error"] == []
+    [thread] = hosting.threads[42]
+    content = thread["comments"][0]["content"]
+    assert content.startswith("<!-- stackci:plan:churn_model -->")
+    assert "### Plan: `churn_model` → `staging`" in content and "### Plan: `churn_model` → `prod`" in content
+    assert agent.output("validate", "comment_url").endswith(f"pullrequest/42?discussionId={thread['id']}")
+    assert hosting.azure_token in agent.secrets
     assert jobs_by_name(w) == {}, "validating and planning change nothing"
 
     # a broken reference: every target is validated, each error at the file and line, no plan
