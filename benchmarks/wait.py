@@ -2,13 +2,16 @@
 
     python benchmarks/wait.py [--durations 1,10,60]
 
-For runs of 1 s, 10 s and 60 s on a local workspace, both waiters watch their own run
-of the same job at the same time (threads), and the script prints for each:
-the delay between the run's end (its end_time) and the waiter returning, and the
-number of ``runs/get`` calls per minute of waiting. Targets for stackci: delay <= 1 s
-for the 1 s run, <= 10 calls per minute for the 60 s run. No schedule meets both and a
-1 s delay for the 10 s run as well (that needs a call a second for ten seconds, more
-than ten calls in the first minute); its figures are printed for comparison.
+For runs of 1 s, 10 s and 60 s on a local workspace, stackci and the SDK each start and
+watch their own run of the same job at the same time (threads): stackci as `stackci
+run-job` does it (run-now with a token, the adaptive waiter, the task outputs, the JUnit
+file and summary), the SDK as ``w.jobs.run_now(...).result()``. For each the script prints
+the delay between the run's end (its end_time) and the call returning, and the number of
+``runs/get`` calls per minute of waiting, side by side with the SDK/stackci ratios.
+Targets for stackci: delay <= 1 s for the 1 s run, <= 10 calls per minute for the 60 s
+run. No schedule meets both and a 1 s delay for the 10 s run as well (that needs a call a
+second for ten seconds, more than ten calls in the first minute); its figures are printed
+for comparison.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ def main() -> int:
     from databricks.sdk.service import jobs
     from databricks.sdk.service.workspace import ImportFormat
 
-    from stackci.runs.wait import Waiter
     from stackci.workspace import LocalWorkspace
 
     results: dict[tuple[str, float], tuple[float, float]] = {}
@@ -64,12 +66,19 @@ def main() -> int:
                 return original(*a, **kw)
 
             c.jobs.get_run = counting
-            run_id = c.jobs.run_now(job_id).run_id
             started = time.time()
             if kind == "stackci":
-                Waiter(c, on_change=lambda line: None).wait(run_id)
+                from stackci.ci import LocalPlatform
+                from stackci.context import App
+                from stackci.runs.cli import run_job
+
+                app = App(platform=LocalPlatform({}), environ={})
+                job = c.jobs.get(job_id)
+                run_job(app, c, job, params={}, timeout=None, junit_xml=Path(tmp) / f"{kind}-{seconds}.xml",
+                        token=f"bench-{seconds}")
+                run_id = int(app.platform.outputs["run-id"])
             else:
-                c.jobs.wait_get_run_job_terminated_or_skipped(run_id, timeout=timedelta(minutes=10))
+                run_id = c.jobs.run_now(job_id).result(timeout=timedelta(minutes=10)).run_id
             returned = time.time()
             run = original(run_id)
             delay = returned - run.end_time / 1000.0
@@ -89,12 +98,14 @@ def main() -> int:
         for t in threads:
             t.join()
 
-    print(f"{'run':>6} | {'stackci delay':>13} | {'sdk delay':>9} | {'stackci calls/min':>17} | {'sdk calls/min':>13}")
+    print(f"{'run':>6} | {'stackci delay':>13} | {'sdk delay':>9} | {'sdk/stackci':>11} | "
+          f"{'stackci calls/min':>17} | {'sdk calls/min':>13} | {'sdk/stackci':>11}")
     ok = True
     for seconds in durations:
         sd, sc = results[("stackci", seconds)]
         kd, kc = results[("sdk", seconds)]
-        print(f"{seconds:5.0f}s | {sd:12.2f}s | {kd:8.2f}s | {sc:17.1f} | {kc:13.1f}")
+        print(f"{seconds:5.0f}s | {sd:12.2f}s | {kd:8.2f}s | {kd / max(sd, 1e-3):10.1f}x | "
+              f"{sc:17.1f} | {kc:13.1f} | {kc / max(sc, 1e-3):10.1f}x")
         if seconds <= 1 and sd > 1.0:
             ok = False
         if seconds >= 60 and sc > 10:
