@@ -204,6 +204,10 @@ def test_rerunning_the_step_with_the_same_ci_ids_reuses_the_run(run_cli, w, env,
     assert retry.outputs["run-ids"] != first.outputs["run-ids"]
     assert jobs_by_name(w) == {}
     assert tree(w, copy_root("staging", "pr7-4242")) == {} and tree(w, copy_root("staging", "pr7-4242-2")) == {}
+    # outside CI there are no ids to tie a run to: a second invocation on a kept copy runs again
+    local = [it(run_cli, env, project, "--job", TRAIN, "--keep", ident="mine") for _ in range(2)]
+    assert all(r.code == 0 for r in local), local[-1].stderr
+    assert local[0].outputs["run-ids"] != local[1].outputs["run-ids"]
 
 
 def test_teardown_after_a_failed_deploy(run_cli, ws, w, env, project):

@@ -48,15 +48,12 @@ def _pause_everything(bundle) -> None:
                 section["pause_status"] = "PAUSED"
 
 
-_LOCAL_NONCE = uuid.uuid4().hex
-
-
-def run_token(environ, ident: str, key: str, job_id: int, attempt: int, params: dict) -> str:
+def run_token(environ, ident: str, key: str, job_id: int, attempt: int, params: dict, nonce: str) -> str:
     """The idempotency token of one run: deterministic per CI attempt, copy, job, retry and
     parameters, so a retried request or a restarted step gets the run it started before.
-    Outside CI there is no attempt to tie it to: a random value per invocation still makes
+    Outside CI there is no attempt to tie it to: ``nonce``, random per invocation, still makes
     the SDK's own retries safe, while a second invocation starts a fresh run."""
-    parts = [ci_run_key(environ) or f"local-{_LOCAL_NONCE}", ident, key, str(job_id), str(attempt),
+    parts = [ci_run_key(environ) or f"local-{nonce}", ident, key, str(job_id), str(attempt),
              repr(sorted(params.items()))]
     return "stackci-it-" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
 
@@ -88,6 +85,7 @@ class Runs:
 
     keys: list
     names: dict                                   # key -> "key (job name)"
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)   # for tokens outside CI
     reports: dict = field(default_factory=dict)   # key -> JobReport, once known
     started: dict = field(default_factory=dict)   # key -> run id of the run being waited for
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -102,7 +100,7 @@ def _run_one(app: App, client, ident: str, key: str, job: dict, params: dict, de
     failed_runs: list[int] = []
     name = runs.names[key]
     while True:
-        token = run_token(app.environ, ident, key, job["id"], attempt, params)
+        token = run_token(app.environ, ident, key, job["id"], attempt, params, runs.nonce)
         run_id = client.jobs.run_now(job["id"], job_parameters=params or None, idempotency_token=token).run_id
         with runs.lock:
             runs.started[key] = run_id
