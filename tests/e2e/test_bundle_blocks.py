@@ -221,6 +221,49 @@ def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
     assert int(out["files-uploaded"]) == len(files) and files["validation/notebooks/ModelValidation"] == "NOTEBOOK"
 
 
+# --------------------------------------------------------------------------- inputs are data
+INJECTION = """\
+name: injection
+on: workflow_dispatch
+permissions: {}
+jobs:
+  evil:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1
+      - id: validate
+        continue-on-error: true
+        uses: OWNER/stackci/actions/validate@v1
+        with:
+          targets: ${{ github.event.inputs.targets }}
+          vars: ${{ github.event.inputs.newline }}
+      - id: deploy
+        continue-on-error: true
+        uses: OWNER/stackci/actions/deploy@v1
+        with:
+          target: ${{ github.event.inputs.quote }}
+          require-branch: ${{ github.event.inputs.newline }}
+"""
+
+
+def test_action_inputs_cannot_inject_commands_or_outputs(run_workflow, tmp_path):
+    marker = tmp_path / "pwned"
+    inputs = {"targets": f"$(touch {marker}-1) `touch {marker}-2` *",
+              "quote": f'"; touch {marker}-3 #',
+              "newline": "x=1\n::error::injected\nhas-changes=true"}
+    run = run_workflow(EXAMPLE, INJECTION, event="workflow_dispatch", payload={"inputs": inputs})
+    assert "Main OWNER/stackci/actions/validate@v1" in run.log and "Main OWNER/stackci/actions/deploy@v1" in run.log
+    assert list(tmp_path.glob("pwned*")) == []
+    outputs = run.step_outputs()
+    assert outputs.get("has-changes", "") == "" and "x" not in outputs   # the validate step failed, set nothing
+    messages = [e.data for e in run.annotations()]
+    assert "injected" not in messages
+    # every word of targets was validated as a target name, none ran and * matched no file
+    for word in (f"$(touch", f"{marker}-1)", f"`touch", f"{marker}-2`", "*"):
+        assert any(f"unknown target {word!r}" in m for m in messages), (word, messages)
+    assert any(f"unknown target {inputs['quote']!r}" in m for m in messages), messages
+
+
 # --------------------------------------------------------------------------- Azure templates
 @pytest.fixture
 def agent_for(act_env, tmp_path, ws):
