@@ -22,10 +22,16 @@ def w(ws):
     return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=20))
 
 
+#: the CI ids of whatever runs this suite must not leak into a test's step (blank = unset)
+NOT_IN_CI = {"GITHUB_RUN_ID": "", "GITHUB_RUN_ATTEMPT": "", "GITHUB_JOB": "", "GITHUB_REF": "",
+             "GITHUB_EVENT_PATH": "", "BUILD_BUILDID": "", "SYSTEM_JOBATTEMPT": "",
+             "SYSTEM_PULLREQUEST_PULLREQUESTID": "", "SYSTEM_PULLREQUEST_PULLREQUESTNUMBER": ""}
+
+
 @pytest.fixture
 def env(ws):
     return {"DATABRICKS_HOST": ws.url, "DATABRICKS_TOKEN": ws.token, "DATABRICKS_AUTH_TYPE": "pat",
-            "STACKCI_HOST": ws.url}
+            "STACKCI_HOST": ws.url, **NOT_IN_CI}
 
 
 @pytest.fixture
