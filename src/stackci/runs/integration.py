@@ -254,7 +254,7 @@ def integration_test(app: App, **opts) -> str:
     from ..deploy.engine import run_locked
 
     ident = isolation_id(app.environ, opts["isolation_id"])
-    base, copy = _load_copy(app, opts, ident, time.time())
+    _base, copy = _load_copy(app, opts, ident, time.time())
     target = copy.bundle.target
     engine = _engine(app, copy, opts["workspace_parallel"], f"integration-test {ident}")
     engine.say(f"isolated copy {ident} of target {target} at {copy.bundle.root_path} "
@@ -304,7 +304,7 @@ def integration_test(app: App, **opts) -> str:
         raise KeyboardInterrupt
     if overall != "success":
         bad = [f"{r.name}: {FAILURE_TEXT.get(r.outcome, r.outcome)}" for r in
-               (runs.reports[k] for k in keys) if r.outcome != "success"]
+               (runs.reports.get(k) for k in keys) if r is not None and r.outcome != "success"]
         raise RunFailed(f"integration test of {target} {overall}: " + "; ".join(bad),
                         hint="the step summary and the JUnit report have each failed task's error and trace")
     return overall
