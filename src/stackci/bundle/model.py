@@ -134,15 +134,29 @@ class SyncFile:
 
     @cached_property
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return self._scan()[0]
 
     @cached_property
     def notebook(self) -> bool:
-        return is_notebook(self.path)
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[str, bool]:
+        """Hash and notebook header from one read of the file (a plan reads every file once)."""
+        scanned = self.__dict__.get("_scanned")
+        if scanned is None:
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as fh:
+                first = fh.read(1 << 20)
+                digest.update(first)
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            suffix = self.path.suffix.lower()
+            header = NOTEBOOK_HEADERS.get(suffix)
+            line = first[:200].split(b"\n", 1)[0] if header else b""
+            notebook = suffix == ".ipynb" or (header is not None
+                                              and line.decode("utf-8", "replace").strip() == header)
+            scanned = self.__dict__["_scanned"] = (digest.hexdigest(), notebook)
+        return scanned
 
     def remote_path(self, file_path: str) -> str:
         """Where the file lives in the workspace; notebooks lose their extension."""

@@ -181,29 +181,36 @@ def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) 
     """Compare the bundle with the state and the workspace (read-only)."""
     from databricks.sdk import errors
 
-    # files: if the folder is gone, every file is new again
+    desired = desired_resources(bundle)
+    order = apply_order(desired)
     state_files = dict(state.files)
-    root_missing = False
-    if state_files:
+    recorded = [(kind, key, entry) for kind, key, entry in state.owned() if (kind, key) in desired
+                and kind in kinds and entry.get("id") is not None]
+
+    def folder_exists() -> bool:
         try:
             client.workspace.get_status(bundle.file_path)
+            return True
         except (errors.NotFound, errors.ResourceDoesNotExist):
-            state_files, root_missing = {}, True
+            return False
+
+    # the workspace lookups run in parallel with each other and with hashing the local files:
+    # does the files folder still exist (if not, every file is new again), and which recorded
+    # objects still exist (one lookup each)
+    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="stackci-plan") as pool:
+        folder = pool.submit(folder_exists) if state_files else None
+        lookups = [pool.submit(kinds[kind].exists, entry) for kind, key, entry in recorded]
+        for sf in bundle.sync_files.values():
+            sf.sha256                              # noqa: B018 - read each file now, while the lookups run
+        root_missing = folder is not None and not folder.result()
+        alive = {(kind, key): future.result() for (kind, key, _), future in zip(recorded, lookups)}
+    if root_missing:
+        state_files = {}
     files = plan_files(bundle, state_files)
     if root_missing:
         for f in files:
             if f.action == "upload":
                 f.reason = f"{bundle.file_path} is missing in the workspace"
-
-    desired = desired_resources(bundle)
-    order = apply_order(desired)
-
-    # which recorded objects still exist (one lookup each, in parallel)
-    recorded = [(kind, key, entry) for kind, key, entry in state.owned() if (kind, key) in desired
-                and kind in kinds and entry.get("id") is not None]
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        alive = dict(zip([(k, key) for k, key, _ in recorded],
-                         pool.map(lambda item: kinds[item[0]].exists(item[2]), recorded)))
 
     ids: dict = {}
     fresh: set = set()               # resources that get a new id in this deploy
