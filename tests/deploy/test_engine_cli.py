@@ -165,11 +165,15 @@ def test_validate_plan_and_destroy_map_their_options(run_cli, with_pipelines, cl
     out = run_cli(["validate", "-t", "staging", "-o", "json", *project], env=path_env, platform="local")
     assert out.code == 0, out.stderr
     assert json.loads(out.stdout)["args"] == ["bundle", "validate", "-t", "staging", "-o", "json"]
-    assert run_cli(["plan", "-t", "staging", "-t", "prod", "--var", "greeting=x", *project], env=path_env).code == 0
+    plans = run_cli(["plan", "-t", "staging", "-t", "prod", "--var", "greeting=x", "-o", "json", *project],
+                    env=path_env, platform="local")
+    assert plans.code == 0, plans.stderr
+    assert {t: doc["args"][3] for t, doc in json.loads(plans.stdout)["plans"].items()} == \
+        {"staging": "staging", "prod": "prod"}
     assert run_cli(["destroy", "-t", "staging", "--force-lock", *project], env=path_env).code == 0
     assert run_cli(["deploy", "-t", "staging", "--dry-run", *project], env=path_env).code == 0
-    assert sent(calls)[1:] == [["bundle", "plan", "-t", "staging", "--var=greeting=x"],
-                               ["bundle", "plan", "-t", "prod", "--var=greeting=x"],
+    assert sent(calls)[1:] == [["bundle", "plan", "-t", "staging", "--var=greeting=x", "-o", "json"],
+                               ["bundle", "plan", "-t", "prod", "--var=greeting=x", "-o", "json"],
                                ["bundle", "destroy", "-t", "staging", "--force-lock", "--auto-approve"],
                                ["bundle", "plan", "-t", "staging"]]
 

@@ -254,11 +254,20 @@ def plan_command(app: App, targets, variables, project, user, host_option, profi
         check_flags("plan", **{"--comment": comment, "--output markdown": output == "markdown"})
         delegate = Delegate(app, "plan", project, host_option)
         delegate.require(PLAN_VERSION_NEEDED, "stackci plan --engine cli (databricks bundle plan)")
-        for t in unique_targets(targets):
-            out = delegate.run(arguments("plan", target=t, variables=variables, profile=profile, output=output),
-                               capture_stdout=output == "json", fail_as_config=True)
-            if output == "json":
-                click.echo(app.platform.neutralise(out))
+        chosen = unique_targets(targets)
+        documents = {}
+        for t in chosen:
+            documents[t] = delegate.run(arguments("plan", target=t, variables=variables, profile=profile,
+                                                  output=output), capture_stdout=output == "json", fail_as_config=True)
+        if output == "json":
+            if len(chosen) == 1:
+                text = documents[chosen[0]]
+            else:   # the same shape as stackci's engine gives for several targets
+                try:
+                    text = json.dumps({"plans": {t: json.loads(doc) for t, doc in documents.items()}}, indent=2)
+                except ValueError:
+                    text = "\n".join(documents.values())
+            click.echo(app.platform.neutralise(text))
         return
 
     where = pr_comment.find_pull_request(app, github_token) if comment else None
