@@ -185,7 +185,9 @@ def test_release_then_cd_prod_cuts_publishes_dispatches_and_deploys(act_env, tmp
         # the GitHub Release carries the notes, grouped by conventional-commit type
         release = github.releases["v0.1.0"]
         assert release["name"] == "v0.1.0" and release["prerelease"] is False
-        assert "churn model project" in release["body"] and "validation threshold" in release["body"]
+        notes = release["body"]
+        assert notes.index("### Features") < notes.index("churn model project") < notes.index("### Bug fixes") \
+            < notes.index("validation threshold"), notes
         # and cd-prod.yml was dispatched on the release branch (GITHUB_TOKEN pushes start no workflow)
         assert github.dispatches == [("cd-prod.yml", {"ref": "release/v0.1.0"})]
         repo = f"/repos/{REPOSITORY}"
