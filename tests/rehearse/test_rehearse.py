@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLE, client, git, workspace_of
+from rehearse_support import EXAMPLE, client, git, workspace_of
 
 STAGES = ["setup", "unit-tests", "validate", "integration-test", "deploy-staging", "cut-release", "deploy-prod",
           "smoke-run"]
