@@ -182,3 +182,19 @@ def test_the_dense_poll_schedule_of_a_rehearsal_is_scoped():
     with use_schedule(dense):
         assert Waiter(client=None).schedule is dense
     assert Waiter(client=None).schedule == Schedule(), "CI keeps the default ramp"
+
+
+def test_a_task_that_needs_spark_is_not_blamed_on_the_project(rehearse, broken_copy):
+    """The local workspace has no Spark: the rehearsal says so instead of predicting a CI failure."""
+    def reads_a_table(text: str) -> str:
+        last = text.rindex("dbutils.notebook.exit(")
+        return text[:last] + "features = spark.table('ml.churn_features')\n" + text[last:]
+
+    run = rehearse(project=broken_copy({"training/notebooks/Train.py": reads_a_table}), keep=False)
+    assert run.code == 1
+    stage = run.stage("integration-test")
+    assert stage["result"] == "failed" and "Spark" in stage["local_only"]
+    last = run.stderr.strip().splitlines()[-1]
+    assert "a task needs Spark, which the local workspace does not have" in last
+    assert "so this says nothing about the pull request's integration-test check in CI" in last
+    assert "would fail the same way" not in last

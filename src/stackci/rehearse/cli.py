@@ -167,10 +167,13 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
     if failed is not None:
         later = [s.title for s in rehearsal.stages[rehearsal.stages.index(failed) + 1:]]
         number = rehearsal.stages.index(failed)
+        if failed.local_only:
+            hint = f"{failed.local_only}, so this says nothing about {failed.in_ci} in CI"
+        else:
+            hint = f"in CI, {failed.in_ci} would fail the same way" + (
+                f" and stop the flow before {', '.join(later)}" if later else "")
         raise RunFailed(f"rehearsal failed at stage {number}/{len(rehearsal.stages) - 1} ({failed.title}): "
-                        f"{failed.message}",
-                        hint=f"in CI, {failed.in_ci} would fail the same way"
-                             + (f" and stop the flow before {', '.join(later)}" if later else ""))
+                        f"{failed.message}", hint=hint)
 
 
 def report(app: App, rehearsal, name: str, failed, interrupted: bool, url: str, output: str) -> None:

@@ -37,6 +37,8 @@ WARM = ("requests", "yaml", "databricks.sdk", "databricks.sdk.service.jobs", "da
         "stackci.bundle.api", "stackci.bundle.cli", "stackci.deploy.cli", "stackci.deploy.engine",
         "stackci.deploy.resources", "stackci.runs.cli", "stackci.runs.integration", "stackci.runs.report",
         "stackci.release.cli", "stackci.hosting")
+#: what the local workspace says when a task needs what only a Databricks cluster has
+LOCAL_ONLY_MARKERS = ("not available in the stackci local workspace", "cells need Spark", "on a Spark driver")
 #: how often runs are polled during a rehearsal: the local workspace answers in milliseconds and
 #: has no rate limit, so a run is seen ending within a tenth of a second (CI keeps the waiter's
 #: default ramp to 15 s, which spares a real workspace's API)
@@ -184,11 +186,14 @@ class Stage:
     links: list[tuple[str, str]] = field(default_factory=list)
     message: str | None = None
     commands: list[str] = field(default_factory=list)
+    #: why this failure may be the local workspace's, not the project's (e.g. no Spark here)
+    local_only: str | None = None
 
     def as_json(self) -> dict:
         return {"stage": self.key, "title": self.title, "result": self.result, "duration": round(self.duration, 3),
                 "details": self.details, "links": [{"label": a, "url": b} for a, b in self.links],
-                "message": self.message, "in_ci": self.in_ci, "commands": self.commands}
+                "message": self.message, "in_ci": self.in_ci, "commands": self.commands,
+                "local_only": self.local_only}
 
 
 STAGES = [
@@ -259,6 +264,9 @@ class Rehearsal:
         """What the failed block pointed at: its first error annotations (a failing test, a failed
         task, a configuration line) and the runs it reported."""
         errors = [a for a in platform.annotations if a.level == "error" and a.message != message]
+        if any(marker in a.message for a in errors for marker in LOCAL_ONLY_MARKERS):
+            stage.local_only = ("a task needs Spark, which the local workspace does not have (it runs tasks as "
+                                "local Python processes); on a Databricks cluster it may pass")
         for note in errors[:limit]:
             where = f"{note.file}:{note.line}: " if note.file and note.line else f"{note.file}: " if note.file else ""
             first = note.message.strip().splitlines()[0] if note.message.strip() else ""
