@@ -92,6 +92,7 @@ class JobsService:
         self.workspace_id = workspace_id
         self.user_name = user_name
         self.orchestrator = None  # set by the server
+        self.permissions = None  # set by the server: a deleted job's ACL goes with it
         self._admit_lock = threading.RLock()
 
     # ---- jobs ---------------------------------------------------------------
@@ -154,6 +155,8 @@ class JobsService:
             for run_id in self._active_run_ids(job_id):
                 self.orchestrator.cancel(run_id)
         self.store.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        if self.permissions is not None:
+            self.permissions.forget("jobs", job_id)
         return {}
 
     def _page(self, table: str, key: str, where: list, args: list, limit: int, offset: int,

@@ -345,6 +345,10 @@ class RegisteredModels:
     def __init__(self, store: Store, user_name: str) -> None:
         self.store = store
         self.user_name = user_name
+        self.grants = None   # the workspace's Grants: a model's grants go with it
+
+    def exists(self, full_name: str) -> bool:
+        return bool(self.store.query("SELECT 1 FROM models WHERE full_name = ?", (self._key(full_name),)))
 
     @staticmethod
     def _key(full_name: str) -> str:
@@ -442,6 +446,8 @@ class RegisteredModels:
                     self.store.execute("UPDATE model_versions SET full_name = ?, doc = ? "
                                        "WHERE full_name = ? AND version = ?",
                                        (new_full, Store.dumps(v), old_key, version))
+                if self.grants is not None:
+                    self.grants.move("function", old_key, new_full)
                 doc["name"] = new_name
                 doc["full_name"] = new_full
             doc["updated_at"] = now_ms()
@@ -456,6 +462,8 @@ class RegisteredModels:
             key = self._key(doc["full_name"])
             self.store.execute("DELETE FROM model_versions WHERE full_name = ?", (key,))
             self.store.execute("DELETE FROM models WHERE full_name = ?", (key,))
+            if self.grants is not None:
+                self.grants.forget("function", key)
         return {}
 
     # ---- versions ----------------------------------------------------------

@@ -47,6 +47,7 @@ from stackci.workspace.files import WorkspaceApi, WorkspaceTree
 from stackci.workspace.jobs import JobsService
 from stackci.workspace.models import Experiments, RegisteredModels
 from stackci.workspace.orchestrator import Orchestrator
+from stackci.workspace.permissions import Grants, Permissions
 from stackci.workspace.store import NewerSchema, Store
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,10 @@ class LocalWorkspace:
         self.jobs.orchestrator = self.orchestrator
         self.experiments = Experiments(self.store, self.user_name)
         self.models = RegisteredModels(self.store, self.user_name)
+        self.permissions = Permissions(self.store, self.user_name)
+        self.grants = Grants(self.store, self.models.exists)
+        self.models.grants = self.grants
+        self.jobs.permissions = self.permissions
         self.routes = self._routes()
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="stackci-workspace", daemon=True)
@@ -325,6 +330,15 @@ class LocalWorkspace:
             _Route("GET", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.get_by_alias),
             _Route("DELETE", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.delete_alias),
         ]
+        p = self.permissions
+        obj = r"/api/2\.0/permissions/(?P<object_type>[a-z-]+)/(?P<object_id>[^/]+)"
+        r += [
+            _Route("GET", obj, p.get), _Route("PUT", obj, p.set), _Route("PATCH", obj, p.update),
+            _Route("GET", rf"{obj}/permissionLevels", p.levels),
+        ]
+        g = self.grants
+        sec = r"/api/2\.1/unity-catalog/permissions/(?P<securable_type>[A-Za-z_]+)/(?P<full_name>[^/]+)"
+        r += [_Route("GET", sec, g.get), _Route("PATCH", sec, g.update)]
         return r
 
     # ---- discovery and identity --------------------------------------------
