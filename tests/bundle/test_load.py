@@ -214,7 +214,8 @@ resources:
 """})
     assert b.resources["jobs"]["j"].settings["job_clusters"][0]["new_cluster"] == {"spark_version": "15.4",
                                                                                    "num_workers": 4}
-    assert any("x-cluster" in w.message and w.line == 4 for w in b.warnings)
+    # a top-level key that only holds an anchor is dropped silently, as the Databricks CLI does
+    assert not any("x-cluster" in w.message for w in b.warnings) and "x-cluster" not in b.settings
 
 
 def test_unknown_fields_are_warnings_with_lines(load):

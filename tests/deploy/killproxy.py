@@ -3,7 +3,7 @@
 The deploy talks to the proxy (``DATABRICKS_HOST``/``STACKCI_HOST`` = :attr:`KillProxy.url`);
 the proxy forwards every request to the workspace and names it by what it does
 (``create job``, ``update job``, ``delete job``, ``upload file``, ``delete file``,
-``write state``, ``take lock``, ...). When the request chosen with :meth:`arm` arrives
+``write state``, ``take lock``, ``set permissions``, ``set grants``, ...). When the request chosen with :meth:`arm` arrives
 (the n-th of its kind), the proxy kills the deploy process:
 
 - ``before``: the request is never forwarded (the deploy dies just before the change);
@@ -61,6 +61,10 @@ def classify(method: str, path: str, body: bytes) -> str:
         return "mkdirs"
     if "/mlflow/experiments/" in path:
         return "experiment " + path.rsplit("/", 1)[-1]
+    if path.startswith("/api/2.0/permissions/") and method in ("PUT", "PATCH"):
+        return "set permissions"
+    if path.startswith("/api/2.1/unity-catalog/permissions/") and method == "PATCH":
+        return "set grants"
     return f"{method} {path}"
 
 

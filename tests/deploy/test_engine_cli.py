@@ -80,14 +80,7 @@ def sent(calls):
 # --------------------------------------------------------------------------- unsupported by the engine
 def test_unsupported_types_and_keys_fail_validate_plan_and_deploy_naming_them(deploy, run_cli, env, w, tmp_path):
     files = dict(SMALL_BUNDLE)
-    files["resources/jobs.yml"] = PIPELINE.replace("""            a:
-              name: small-a
-""", """            a:
-              name: small-a
-              permissions:
-                - level: CAN_VIEW
-                  group_name: users
-""")
+    files["resources/jobs.yml"] = PIPELINE
     files["resources/model.yml"] = """
         resources:
           registered_models:
@@ -95,13 +88,14 @@ def test_unsupported_types_and_keys_fail_validate_plan_and_deploy_naming_them(de
               name: m
               catalog_name: main
               schema_name: s
+              owner: someone@example.com
               grants:
                 - principal: account users
                   privileges: [EXECUTE]
     """
     root = write_bundle(tmp_path / "unsupported", files)
-    words = ["resources.pipelines (etl, ingest)", "resources.jobs.a.permissions",
-             "resources.registered_models.m.grants"]
+    # permissions and grants are deployed now; a model's owner and other resource types are not
+    words = ["resources.pipelines (etl, ingest)", "resources.registered_models.m.owner"]
     for command in ("validate", "plan", "deploy"):
         result = run_cli([command, "-t", "staging", "--project", str(root)], env=env)
         assert result.code == 2, result.stderr
@@ -110,7 +104,8 @@ def test_unsupported_types_and_keys_fail_validate_plan_and_deploy_naming_them(de
         assert "--engine cli" in error.data
         assert error.properties["file"].endswith("resources/jobs.yml")
         written = (root / "resources/jobs.yml").read_text().splitlines()
-        assert error.properties["line"] == str(written.index("      permissions:") + 1)   # the first one named
+        assert error.properties["line"] == str(written.index("    etl:") + 1)   # the first one named
+        assert "grants" not in error.data and "permissions" not in error.data
     assert jobs_by_name(w) == {} and tree(w, f"/Workspace/Users/{USER}") == {}    # nothing deployed
 
 

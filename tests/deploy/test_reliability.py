@@ -353,3 +353,69 @@ def test_an_adopted_job_is_not_created_twice(ws, w, env, small, run_cli, count):
     assert result.code == 0, result.stderr
     assert "adopted jobs.a" in result.stderr
     assert [j.job_id for j in jobs_by_name(w)["small-a"]] == [a["id"]]
+
+
+ACL_BUNDLE = """
+bundle:
+  name: acl
+targets:
+  staging:
+    default: true
+    workspace:
+      host: https://adb-2222222222222222.12.azuredatabricks.net
+resources:
+  jobs:
+    train:
+      name: acl-train
+      permissions:
+        - level: {level}
+          group_name: users
+      tasks:
+        - task_key: main
+          spark_python_task:
+            python_file: ./tool.py
+  registered_models:
+    model:
+      name: m
+      catalog_name: main
+      schema_name: acl
+      grants:
+        - principal: {principal}
+          privileges: [EXECUTE]
+"""
+
+
+def test_sigkill_around_permission_and_grant_requests_then_rerun_converges(ws, w, env, tmp_path, run_cli,
+                                                                           kill_proxy, zygote):
+    """Killed before and after the workspace applied an ACL or a grant (also on the first deploy,
+    between creating the job and recording it): the next deploy leaves exactly the bundle's ACL
+    and grants on exactly one job and one model, and records them."""
+    root = tmp_path / "acl"
+    root.mkdir()
+    (root / "tool.py").write_text("print('tool')\n")
+    args = ["deploy", "-t", "staging", "--project", str(root), "--force-lock"]
+    via_proxy = {**env, "DATABRICKS_HOST": kill_proxy.url, "STACKCI_HOST": kill_proxy.url}
+    steps = [("CAN_VIEW", "readers", KillPoint("set permissions", 1, "after")),
+             ("CAN_MANAGE_RUN", "readers", KillPoint("set permissions", 1, "before")),
+             ("CAN_MANAGE_RUN", "account users", KillPoint("set grants", 1, "after")),
+             ("CAN_VIEW", "data-scientists", KillPoint("set grants", 1, "before"))]
+    for level, principal, point in steps:
+        (root / "databricks.yml").write_text(ACL_BUNDLE.format(level=level, principal=principal).lstrip())
+        kill_proxy.arm(point)
+        status, err = zygote.run(args, via_proxy, kill_proxy.watch)
+        assert kill_proxy.killed, f"{point} never came: {kill_proxy.log}; {err}"
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, err
+        kill_proxy.arm(None)
+        result = run_cli(args, env=via_proxy, platform="local")
+        assert result.code == 0, f"after {point}: {result.stderr}"
+        [job] = jobs_by_name(w)["acl-train"]
+        held = {(e.user_name or e.group_name): e.all_permissions[0].permission_level.value
+                for e in w.jobs.get_permissions(str(job.job_id)).access_control_list
+                if not e.all_permissions[0].inherited}
+        assert held == {USER: "IS_OWNER", "users": level}, point
+        assignments = w.grants.get("function", "main.acl.m").privilege_assignments or []
+        assert {a.principal: [p.value for p in a.privileges] for a in assignments} == {principal: ["EXECUTE"]}
+        state = read_state(w, f"{ROOT}/acl/staging")
+        assert state["pending"] == {} and state["resources"]["jobs"]["train"]["id"] == job.job_id
+        assert all(e.get("acl") for kind in state["resources"].values() for e in kind.values())
+        assert "0 created, 0 changed" in run_cli(args, env=env, platform="local").stderr

@@ -101,16 +101,25 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
     if mode:
         bundle_node.value["mode"] = Node(mode, mode_node.loc)
     detected = gitinfo.info(root_dir)
-    if detected:
-        git_node = bundle_node.value.get("git")
-        if git_node is None or not git_node.is_map:
-            git_node = Node({}, bundle_node.loc)
-            bundle_node.value["git"] = git_node
-        for key, value in detected.items():
-            if key == "branch":
-                git_node.value.setdefault("actual_branch", Node(value, bundle_node.loc))
-            if key not in git_node.value or git_node.value[key].value in (None, ""):
-                git_node.value[key] = Node(value, bundle_node.loc)
+    git_node = bundle_node.value.get("git")
+    if git_node is None or not git_node.is_map:
+        git_node = Node({}, bundle_node.loc)
+        bundle_node.value["git"] = git_node
+    for key, value in detected.items():
+        if key == "branch":
+            git_node.value.setdefault("actual_branch", Node(value, bundle_node.loc))
+        if key not in git_node.value or git_node.value[key].value in (None, ""):
+            git_node.value[key] = Node(value, bundle_node.loc)
+    # outside a git checkout (or without an origin) these are empty, as in the Databricks CLI
+    # (a warning when used; a checkout on no branch, as CI checks out pull requests, is normal)
+    blank = {}
+    for key in ("branch", "commit", "origin_url"):
+        if key not in git_node.value or git_node.value[key].value is None:
+            git_node.value[key] = Node("", bundle_node.loc)
+            if not detected:
+                blank[("bundle", "git", key)] = "is not in a git checkout"
+            elif key == "origin_url":
+                blank[("bundle", "git", key)] = "is in a git checkout without an 'origin' remote"
 
     # workspace paths: remember which were written, then the defaults
     ws = merged.value.get("workspace")
@@ -124,6 +133,7 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
             ws.value[key] = Node(default, ws.loc)
 
     resolver = Resolver(merged, warnings)
+    resolver.blank = {path: f"${{{'.'.join(path)}}} is empty: {root_dir} {why}" for path, why in blank.items()}
     why_no_user = "the current user is not known: pass --user (STACKCI_CURRENT_USER) or configure workspace.host " \
                   "with credentials so that stackci can ask the workspace"
     resolver.unavailable[("workspace", "current_user")] = why_no_user

@@ -48,6 +48,7 @@ class Resolver:
         self._stack: list[tuple[int, str]] = []
         self._paths: dict[int, tuple] = {}
         self.unavailable: dict[tuple, str] = {}   # path prefix -> why it cannot be used (yet)
+        self.blank: dict[tuple, str] = {}         # path -> why its value is empty (a warning when used)
 
     # -- public -----------------------------------------------------------------
     def resolve_all(self) -> None:
@@ -169,6 +170,9 @@ class Resolver:
                                   hint=hint, **where)
             node = child
         self._resolve_node(node, target_path)
+        why = self.blank.pop(tuple(target_path), None)
+        if why is not None:   # once per reference target
+            self.warnings.append(Diagnostic(why, where["file"], where["line"]))
         return node
 
     def _resolve_shallow(self, node: Node, path: tuple) -> None:

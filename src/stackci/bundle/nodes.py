@@ -35,15 +35,19 @@ class Node:
     """A configuration value with where it was written.
 
     ``value`` is a ``dict[str, Node]``, a ``list[Node]`` or a plain scalar
-    (``str``, ``int``, ``float``, ``bool``, ``None``).
+    (``str``, ``int``, ``float``, ``bool``, ``None``). ``anchored``: the YAML gave the value
+    an anchor (``&name``), or it is an alias of one; such values are often only reusable
+    blocks, which the schema check treats as the Databricks CLI does.
     """
 
-    __slots__ = ("value", "loc", "key_loc")
+    __slots__ = ("value", "loc", "key_loc", "anchored")
 
-    def __init__(self, value: Any, loc: Location | None, key_loc: Location | None = None) -> None:
+    def __init__(self, value: Any, loc: Location | None, key_loc: Location | None = None,
+                 anchored: bool = False) -> None:
         self.value = value
         self.loc = loc
         self.key_loc = key_loc
+        self.anchored = anchored
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"Node({self.value!r} @ {self.loc})"
@@ -66,10 +70,10 @@ class Node:
     def copy(self) -> "Node":
         """A deep copy (nodes are mutated by merges and presets)."""
         if isinstance(self.value, dict):
-            return Node({k: v.copy() for k, v in self.value.items()}, self.loc, self.key_loc)
+            return Node({k: v.copy() for k, v in self.value.items()}, self.loc, self.key_loc, self.anchored)
         if isinstance(self.value, list):
-            return Node([v.copy() for v in self.value], self.loc, self.key_loc)
-        return Node(self.value, self.loc, self.key_loc)
+            return Node([v.copy() for v in self.value], self.loc, self.key_loc, self.anchored)
+        return Node(self.value, self.loc, self.key_loc, self.anchored)
 
 
 def to_plain(node: Node | None) -> Any:
@@ -173,7 +177,25 @@ def _loc(mark, file: str) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-def _convert(node: yaml.Node, file: str, shown: str, active: set[int]) -> Node:
+_ANCHOR = re.compile(r"(?:![^\s]*\s+)?&")
+
+
+def _has_anchor(node: yaml.Node, text: str | None) -> bool:
+    """Whether the node was written with an anchor: its start mark points at the ``&name``
+    (after a tag, if any). Composed nodes keep no anchor name, but their marks do."""
+    if text is None:
+        return False
+    return _ANCHOR.match(text, node.start_mark.index) is not None
+
+
+def _convert(node: yaml.Node, file: str, shown: str, active: set[int], text: str | None = None) -> Node:
+    out_node = _convert_node(node, file, shown, active, text)
+    if _has_anchor(node, text):
+        out_node.anchored = True
+    return out_node
+
+
+def _convert_node(node: yaml.Node, file: str, shown: str, active: set[int], text: str | None) -> Node:
     loc = _loc(node.start_mark, file)
     if isinstance(node, yaml.ScalarNode):
         tag = node.tag
@@ -200,7 +222,7 @@ def _convert(node: yaml.Node, file: str, shown: str, active: set[int]) -> Node:
     active.add(id(node))
     try:
         if isinstance(node, yaml.SequenceNode):
-            return Node([_convert(item, file, shown, active) for item in node.value], loc)
+            return Node([_convert(item, file, shown, active, text) for item in node.value], loc)
         out: dict[str, Node] = {}
         merged: dict[str, Node] = {}
         for key_node, value_node in node.value:
@@ -209,7 +231,7 @@ def _convert(node: yaml.Node, file: str, shown: str, active: set[int]) -> Node:
                     _PLAIN, "tag:yaml.org,2002:merge"):
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
                 for source in sources:
-                    converted = _convert(source, file, shown, active)
+                    converted = _convert(source, file, shown, active, text)
                     if not converted.is_map:
                         raise ConfigError(f"'<<' merges mappings only",
                                           hint="point '<<' at an anchored mapping", file=shown, line=key_loc.line)
@@ -224,7 +246,7 @@ def _convert(node: yaml.Node, file: str, shown: str, active: set[int]) -> Node:
                 raise ConfigError(f"key {key!r} is defined twice in the same mapping "
                                   f"(first at line {out[key].key_loc.line})",
                                   hint="remove one of the two", file=shown, line=key_loc.line)
-            value = _convert(value_node, file, shown, active)
+            value = _convert(value_node, file, shown, active, text)
             value.key_loc = key_loc
             out[key] = value
         for k, v in merged.items():
@@ -270,7 +292,7 @@ def load_file(path: Path, shown: str) -> Node:
                           hint="keep one document per file", file=shown, line=docs[1].start_mark.line + 1)
     if not docs or docs[0] is None:
         return Node({}, Location(file, 1))
-    root = _convert(docs[0], file, shown, set())
+    root = _convert(docs[0], file, shown, set(), text)
     if root.value is None:
         return Node({}, root.loc)
     if not root.is_map:

@@ -9,6 +9,14 @@ field is known without a change here. Bundle-only keys (``permissions``,
 warnings (with ``file:line``), wrong types become a :class:`ConfigError`, and
 scalars are normalised the way the Databricks CLI does (``1000`` where a string
 is expected becomes ``"1000"``; ``"4"`` where an integer is expected becomes 4).
+
+YAML anchors are read as the Databricks CLI reads them: an unknown key whose value is an
+anchor (``new_cluster: &new_cluster {...}`` at the top of a resource file, kept only to be
+merged elsewhere with ``<<: *new_cluster``), or a list or mapping of anchors, is dropped
+without a warning; an anchored value of the wrong shape for a known key (MLOps Stacks writes
+``permissions: &permissions {permissions: [...]}`` at the top level, where a list belongs) is
+a warning and dropped, never an error. Every other unknown key is a warning and dropped too
+(the CLI drops what its schema does not know); other wrong types stay errors.
 """
 
 from __future__ import annotations
@@ -216,6 +224,45 @@ def _format_scalar(value: Any) -> str:
     return str(value)
 
 
+def anchor_container(node: Node) -> bool:
+    """An anchored value, or a non-empty list or mapping made only of such (the CLI's test)."""
+    if node.anchored:
+        return True
+    items = node.value.values() if isinstance(node.value, dict) else node.value if isinstance(node.value, list) \
+        else None
+    return bool(items) and all(anchor_container(v) for v in items)
+
+
+def _shape_mismatch(node: Node, schema: Schema) -> str | None:
+    """What ``schema`` expects when ``node`` has the wrong shape for it (else None)."""
+    value = node.value
+    if schema is ANY or value is None or (isinstance(value, str) and has_reference(value)):
+        return None
+    if isinstance(schema, (Struct, MapOf)) and not isinstance(value, dict):
+        return "a mapping"
+    if isinstance(schema, ListOf) and not isinstance(value, list):
+        return "a list"
+    if isinstance(schema, Scalar) and isinstance(value, (dict, list)):
+        return {"string": "a string", "integer": "an integer", "number": "a number",
+                "boolean": "true or false"}.get(schema.kind, schema.kind)
+    return None
+
+
+def _keep_anchored(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> bool:
+    """False (and a warning) for an anchored value of the wrong shape: a reusable block parked under
+    a known key, which the Databricks CLI drops with a warning rather than failing."""
+    if not node.anchored:
+        return True
+    expected = _shape_mismatch(node, schema)
+    if expected is None:
+        return True
+    kl = node.key_loc or node.loc
+    warnings.append(Warning_(f"{path_text(path)} must be {expected}, not {_type_name(node.value)}; the value is a "
+                             "YAML anchor, read only where it is merged (<<: *...) and ignored here",
+                             kl.file if kl else None, kl.line if kl else None))
+    return False
+
+
 def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> None:
     """Check ``node`` in place (normalising scalars); raise on wrong types, collect unknown keys."""
     value = node.value
@@ -235,13 +282,18 @@ def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> 
     if isinstance(schema, Struct):
         if not isinstance(value, dict):
             raise wrong("a mapping")
-        for key, child in value.items():
+        for key, child in list(value.items()):
             sub = schema.field(key)
             if sub is None:
-                kl = child.key_loc or child.loc
-                warnings.append(Warning_(f"unknown field {path_text(path + (key,))!r} (not a field of "
-                                         f"{schema.name}); it is ignored", kl.file if kl else None,
-                                         kl.line if kl else None))
+                if not anchor_container(child):
+                    kl = child.key_loc or child.loc
+                    warnings.append(Warning_(f"unknown field {path_text(path + (key,))!r} (not a field of "
+                                             f"{schema.name}); it is ignored", kl.file if kl else None,
+                                             kl.line if kl else None))
+                del value[key]
+                continue
+            if not _keep_anchored(child, sub, path + (key,), warnings):
+                del value[key]
                 continue
             check(child, sub, path + (key,), warnings)
         return
@@ -249,13 +301,18 @@ def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> 
         if not isinstance(value, dict):
             raise wrong("a mapping")
         item = schema.item()
-        for key, child in value.items():
+        for key, child in list(value.items()):
+            if not _keep_anchored(child, item, path + (key,), warnings):
+                del value[key]
+                continue
             check(child, item, path + (key,), warnings)
         return
     if isinstance(schema, ListOf):
         if not isinstance(value, list):
             raise wrong("a list")
         item = schema.item()
+        kept = [child for i, child in enumerate(value) if _keep_anchored(child, item, path + (i,), warnings)]
+        value[:] = kept
         for i, child in enumerate(value):
             check(child, item, path + (i,), warnings)
         return

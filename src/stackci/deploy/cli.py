@@ -123,9 +123,14 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
 def _engine(app: App, loaded: Loaded, parallel: int, what: str):
     from .engine import Engine
 
+    from ..bundle.cli import display_path
+
+    def warn(message: str, file, line) -> None:
+        app.platform.warning(message, file=display_path(file, app), line=line, title="stackci: deploy")
+
     progress = log.Progress(logger, f"{what} {loaded.bundle.target}", clock=app.clock)
     return Engine(loaded.client, loaded.bundle, host=loaded.host, record=loaded.record, parallel=parallel,
-                  progress=progress)
+                  progress=progress, warn=warn)
 
 
 def publish_plan(app: App, plan, output: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .. import log
 from ..errors import RunFailed, StackciError
+from . import acl
 from .files import FileChange, Syncer
 from .lock import DeployLock
 from .plan import Plan, ResourceChange, make_plan
@@ -56,8 +57,10 @@ def now_iso() -> str:
 
 
 class Engine:
-    def __init__(self, client, bundle, *, host: str, record: dict, parallel: int = 8, progress=None) -> None:
+    def __init__(self, client, bundle, *, host: str, record: dict, parallel: int = 8, progress=None,
+                 warn=None) -> None:
         self.client = client
+        self.warn = warn     # warn(message, file, line): a warning for the user (an annotation in CI)
         self.bundle = bundle
         self.host = host.rstrip("/")
         self.record = record
@@ -86,7 +89,13 @@ class Engine:
         return state
 
     def plan(self, state: State) -> Plan:
-        return make_plan(self.bundle, state, self.client, self.kinds, self.host, self.parallel)
+        plan = make_plan(self.bundle, state, self.client, self.kinds, self.host, self.parallel)
+        for message, file, line in plan.notes:
+            if self.warn is not None:
+                self.warn(message, file, line)
+            else:
+                logger.warning("%s", message)
+        return plan
 
     def lock(self, command: str) -> DeployLock | None:
         if not self.bundle.lock_enabled:
@@ -121,6 +130,7 @@ class Engine:
         if plan.has_changes:
             self.store.write(state)   # the intent of every create is recorded before any is sent
         self.sync_files(state, plan, outcome)
+        self.apply_folder_acl(state, plan)
         self.apply_resources(state, plan, outcome)
         state.deployment = dict(self.record, status="complete")
         state.last_complete = dict(self.record)
@@ -154,11 +164,50 @@ class Engine:
             if syncer.uploaded or syncer.deleted:
                 self.store.write(state)
 
-    def _record(self, state: State, change: ResourceChange, object_id, body: dict, name: str | None) -> None:
-        state.set_resource(change.kind, change.key, {"id": object_id, "name": name, "hash": body_hash(body),
-                                                     "applied_at": now_iso(),
-                                                     "commit": self.record.get("commit")})
+    def apply_folder_acl(self, state: State, plan: Plan) -> None:
+        """The top-level permissions on the bundle's workspace folders (``PUT .../directories/<id>``),
+        when they changed since the last deploy that set them."""
+        if plan.folder_acl is None:
+            return
+        from databricks.sdk import errors
+
+        paths, wanted, digest = plan.folder_acl
+        for path in paths:
+            try:
+                object_id = self.client.workspace.get_status(path).object_id
+            except (errors.NotFound, errors.ResourceDoesNotExist):
+                self.client.workspace.mkdirs(path)
+                object_id = self.client.workspace.get_status(path).object_id
+            try:
+                acl.put_permissions(self.client.api_client, f"folder {path}", "directories", object_id, wanted)
+            except (errors.NotFound, errors.ResourceDoesNotExist):
+                raise RunFailed(f"folder {path} vanished while its permissions were set",
+                                hint="deploy again") from None
+            self.say(f"set the top-level permissions on {path}")
+        state.folders = {"hash": digest, "paths": paths}
         self.store.write(state)
+
+    def _record(self, state: State, change: ResourceChange, object_id, body: dict, name: str | None,
+                acl_digest: str | None = None) -> None:
+        entry = {"id": object_id, "name": name, "hash": body_hash(body), "applied_at": now_iso(),
+                 "commit": self.record.get("commit")}
+        if acl_digest:
+            entry["acl"] = acl_digest
+        state.set_resource(change.kind, change.key, entry)
+        self.store.write(state)
+
+    def _apply_acl(self, state: State, change: ResourceChange, kind, object_id, body: dict, name, wanted,
+                   kept: str | None) -> str | None:
+        """Set the resource's permissions / grants; on failure the object is recorded without them
+        (so the next deploy sets them) before the error goes on."""
+        try:
+            kind.apply_acl(change.desired, object_id, wanted)
+        except BaseException:
+            self._record(state, change, object_id, body, name, kept)
+            raise
+        self.say(f"set the {acl.what(change.kind)} of {change.address} ({len(wanted)} "
+                 f"{'principal' if len(wanted) == 1 else 'principals'})")
+        return acl.digest(change.kind, wanted)
 
     def apply_resources(self, state: State, plan: Plan, outcome: Outcome) -> None:
         ids = {(k, key): e["id"] for k, key, e in state.owned() if e.get("id") is not None}
@@ -171,29 +220,42 @@ class Engine:
                 continue
             kind = self.kinds[change.kind]
             d = change.desired
-            body = kind.body(d, resolve(d.settings, resolver))
+            settings = resolve(d.settings, resolver)
+            body = kind.body(d, settings)
             name = kind.name_of(body)
+            wanted = kind.acl(d, settings)
+            wanted_digest = acl.digest(change.kind, wanted)
             action = change.action
             entry = state.resource(change.kind, change.key)
-            if action in ("update", "unchanged") and entry is not None and entry.get("hash") == body_hash(body):
-                action = "unchanged"
-            elif action == "unchanged":
-                action = "update"
+            kept = entry.get("acl") if entry else None       # what the state says the object has now
+            same_body = action in ("update", "unchanged") and entry is not None and \
+                entry.get("hash") == body_hash(body)
+            acl_due = wanted is not None and kept != wanted_digest
+            if action in ("update", "unchanged"):
+                action = "unchanged" if same_body and not acl_due else "update"
             object_id = entry.get("id") if entry else None
             if action == "update":
                 try:
-                    object_id = kind.update(d, entry, body)
-                    self._record(state, change, object_id, body, name)
+                    if not same_body:
+                        object_id = kind.update(d, entry, body)
+                    digest_now = kept
+                    if acl_due:
+                        digest_now = self._apply_acl(state, change, kind, object_id, body, name, wanted, kept)
+                    self._record(state, change, object_id, body, name, digest_now)
                     outcome.changed.append(change.address)
-                    self.say(f"updated {change.address} ({name}, {singular(change.kind)} {object_id})")
+                    if not same_body:
+                        self.say(f"updated {change.address} ({name}, {singular(change.kind)} {object_id})")
                 except Gone:
                     action = "create"
             if action == "create":
                 object_id, adopted = self._create(state, change, kind, body, name)
-                self._record(state, change, object_id, body, name)
-                outcome.created.append(change.address)
                 self.say(f"{'adopted' if adopted else 'created'} {change.address} ({name}, "
                          f"{singular(change.kind)} {object_id})")
+                digest_now = None
+                if wanted is not None:
+                    digest_now = self._apply_acl(state, change, kind, object_id, body, name, wanted, None)
+                self._record(state, change, object_id, body, name, digest_now)
+                outcome.created.append(change.address)
             elif action == "unchanged":
                 outcome.unchanged.append(change.address)
             ids[(change.kind, change.key)] = object_id

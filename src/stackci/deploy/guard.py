@@ -121,7 +121,7 @@ def deployment_record(bundle, environ: Mapping[str, str], ref: Ref) -> dict:
     now = time.time()
     return {
         "commit": commit,
-        "branch": ref.name if ref.kind == "branch" else git.get("branch"),
+        "branch": ref.name if ref.kind == "branch" else git.get("branch") or None,
         "ref": ref.describe(),
         "tag": head_tag(bundle.root, environ, ref),
         "actor": actor(environ, bundle.current_user.user_name),

@@ -14,6 +14,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from . import acl
 from .files import FileChange, plan_files
 from .resources import (DELETE_ORDER, Desired, Resolver, Unresolved, apply_order, body_hash, desired_resources,
                         resolve, singular)
@@ -30,6 +31,7 @@ class ResourceChange:
     desired: Desired | None = None
     entry: dict | None = None        # the state's record
     pending: dict | None = None      # an announced create that was never recorded
+    acl_due: bool = False            # its permissions / grants are to be set
 
     @property
     def address(self) -> str:
@@ -46,6 +48,8 @@ class Plan:
     resources: list[ResourceChange]          # creates/updates/unchanged in apply order, then deletes
     desired: dict = field(default_factory=dict)
     files_root_missing: bool = False
+    folder_acl: tuple | None = None          # (paths, acl, digest) when the folders' ACL is to be set
+    notes: list = field(default_factory=list)  # warnings for the user: (message, file, line)
 
     def count(self, action: str) -> int:
         return sum(1 for r in self.resources if r.action == action)
@@ -62,7 +66,8 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         c = self.counts
-        return any(c[k] for k in ("create", "update", "delete", "files_upload", "files_delete"))
+        return any(c[k] for k in ("create", "update", "delete", "files_upload", "files_delete")) or \
+            self.folder_acl is not None
 
     # -- rendering ------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -76,6 +81,8 @@ class Plan:
                       "unchanged": self.file_count("unchanged")},
             "counts": self.counts,
             "has_changes": self.has_changes,
+            "folder_permissions": {"paths": self.folder_acl[0], "access_control_list": self.folder_acl[1]}
+            if self.folder_acl else None,
         }
 
     def headline(self) -> str:
@@ -93,6 +100,8 @@ class Plan:
             lines.append(f"  {symbol[r.action]} {r.address.ljust(width)}  {r.action:<9} {r.name or ''}{detail}")
         if not self.resources:
             lines.append("  (no resources)")
+        if self.folder_acl:
+            lines.append(f"  ~ permissions of {', '.join(self.folder_acl[0])} (the top-level permissions)")
         uploads = [f for f in self.files if f.action == "upload"]
         deletes = [f for f in self.files if f.action == "delete"]
         lines.append(f"Files ({self.file_count('unchanged')} unchanged):")
@@ -128,6 +137,9 @@ class Plan:
                               "the job log)."]
         else:
             parts.append("No resource changes.")
+        if self.folder_acl:
+            parts += ["", "The top-level permissions will be set on " + ", ".join(span(p, cell_limit)
+                                                                               for p in self.folder_acl[0]) + "."]
         uploads = [f for f in self.files if f.action == "upload"]
         deletes = [f for f in self.files if f.action == "delete"]
         if uploads or deletes:
@@ -215,42 +227,61 @@ def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) 
     ids: dict = {}
     fresh: set = set()               # resources that get a new id in this deploy
     changes: list[ResourceChange] = []
+    notes: list = []
     resolver = Resolver(desired, ids, host)
     for node in order:
         d = desired[node]
+        kind = kinds[d.kind]
         entry = state.resource(*node)
         pending = state.pending.get(d.address)
         if entry is not None and entry.get("id") is not None and alive.get(node, False):
             ids[node] = entry["id"]
         try:
             settings = resolve(d.settings, resolver)
-            body = kinds[d.kind].body(d, settings)
-            name = kinds[d.kind].name_of(body)
+            body = kind.body(d, settings)
+            name = kind.name_of(body)
             digest = body_hash(body)
             waiting = None
         except Unresolved as exc:
-            body, digest, waiting = None, None, exc.ref
-            name = kinds[d.kind].name_of(kinds[d.kind].body(d, d.settings))
+            settings, body, digest, waiting = d.settings, None, None, exc.ref
+            name = kind.name_of(kind.body(d, d.settings))
+        wanted = kind.acl(d, settings)
+        acl_digest = acl.digest(d.kind, wanted)
+        acl_due = wanted is not None and (entry is None or entry.get("acl") != acl_digest)
+        if wanted is None and entry is not None and entry.get("acl"):
+            loc = d.location
+            notes.append((f"{d.address} no longer sets {acl.what(d.kind)}: the {singular(d.kind)} keeps the ones "
+                          f"the last deploy gave it (like the Databricks CLI, stackci does not reset them); set "
+                          f"the {acl.what(d.kind)} you want instead", getattr(loc, "file", None),
+                          getattr(loc, "line", None)))
         if entry is None or entry.get("id") is None:
             reason = "new"
             if pending:
                 reason = "new; an interrupted deploy may have created it already, it will be adopted"
-            changes.append(ResourceChange(d.kind, d.key, "create", name, None, reason, d, None, pending))
+            changes.append(ResourceChange(d.kind, d.key, "create", name, None, reason, d, None, pending,
+                                          acl_due=wanted is not None))
             fresh.add(node)
         elif not alive.get(node, False):
             changes.append(ResourceChange(d.kind, d.key, "create", name, entry.get("id"),
                                           f"{singular(d.kind)} {entry.get('id')} was deleted outside the deploy; "
-                                          "it will be created again", d, entry, pending))
+                                          "it will be created again", d, entry, pending, acl_due=wanted is not None))
             fresh.add(node)
             ids.pop(node, None)
         elif waiting is not None:
             changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"],
-                                          f"{waiting} gets a new value in this deploy", d, entry))
+                                          f"{waiting} gets a new value in this deploy", d, entry, acl_due=acl_due))
         elif digest != entry.get("hash"):
             reason = "settings changed"
             if entry.get("name") and name and entry.get("name") != name:
                 reason = f"renamed from {entry['name']!r}"
-            changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"], reason, d, entry))
+            if acl_due:
+                reason += f"; {acl.what(d.kind)} changed"
+            changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"], reason, d, entry,
+                                          acl_due=acl_due))
+        elif acl_due:
+            changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"],
+                                          f"{acl.what(d.kind)} changed" if entry.get("acl") else
+                                          f"{acl.what(d.kind)} to set", d, entry, acl_due=True))
         else:
             changes.append(ResourceChange(d.kind, d.key, "unchanged", name, entry["id"], "", d, entry))
 
@@ -267,4 +298,11 @@ def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) 
         changes.append(ResourceChange(kind, key, "delete", pending.get("name"), None,
                                       "created by an interrupted deploy and no longer in the bundle", None, None,
                                       pending))
-    return Plan(bundle.name, bundle.target, host, bundle.root_path, files, changes, desired, root_missing)
+    folders = acl.folder_acl(bundle)
+    folder_plan = None
+    if folders is not None:
+        folder_digest = acl.folder_digest(*folders)
+        if root_missing or state.folders.get("hash") != folder_digest:
+            folder_plan = (folders[0], folders[1], folder_digest)
+    return Plan(bundle.name, bundle.target, host, bundle.root_path, files, changes, desired, root_missing,
+                folder_plan, notes)

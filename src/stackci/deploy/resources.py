@@ -238,6 +238,21 @@ class Kind:
 
     # subclasses: body, exists, create, update, delete, find_owned
 
+    def acl(self, desired: Desired, settings: dict) -> list | None:
+        """The access control list (or grants) the bundle wants for this resource; None: not managed."""
+        from . import acl
+        return acl.permissions(self.kind, settings, self.bundle)
+
+    def apply_acl(self, desired: Desired, object_id, wanted: list) -> None:
+        """Set the ACL on the object; Gone when the object no longer exists."""
+        from databricks.sdk import errors
+
+        from . import acl
+        try:
+            acl.put_permissions(self.api, desired.address, acl.OBJECT_TYPE[self.kind], object_id, wanted)
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            raise Gone() from None
+
 
 class Jobs(Kind):
     kind = "jobs"
@@ -499,6 +514,19 @@ class RegisteredModels(Kind):
     def find_owned(self, dkey: str, names: list) -> list[str]:
         # Unity Catalog models carry no tags here: only the caller's pending intent proves ownership
         return [n for n in {n for n in names if n} if self._get(n) is not None]
+
+    def acl(self, desired: Desired, settings: dict) -> list | None:
+        from . import acl
+        return acl.grants(settings)
+
+    def apply_acl(self, desired: Desired, object_id, wanted: list) -> None:
+        from databricks.sdk import errors
+
+        from . import acl
+        try:
+            acl.patch_grants(self.api, desired.address, str(object_id), wanted)
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            raise Gone() from None
 
 
 KINDS = {"jobs": Jobs, "experiments": Experiments, "registered_models": RegisteredModels}

@@ -9,8 +9,9 @@ what exists, and the next deploy continues from there::
       "serial": 12,                      # +1 on every write
       "bundle": {"name": "churn_model", "target": "staging", "root_path": "/Workspace/..."},
       "files": {"churn/data.py": {"sha256": "...", "remote": ".../files/churn/data.py", "notebook": false}},
-      "resources": {"jobs": {"train": {"id": 1001, "name": "...", "hash": "...", "applied_at": "..."}}},
+      "resources": {"jobs": {"train": {"id": 1001, "name": "...", "hash": "...", "acl": "...", "applied_at": "..."}}},
       "pending": {"jobs.train": {"name": "...", "since": "..."}},   # creates announced, not yet recorded
+      "folders": {"hash": "...", "paths": ["/Workspace/..."]},      # the top-level permissions last set on them
       "deployment": {"commit": "...", "branch": "...", "tag": null, "actor": "...", "time": "...",
                      "stackci_version": "...", "status": "in progress" | "complete" | "destroying"},
       "last_complete": {... the deployment record of the last deploy that finished ...}
@@ -49,6 +50,7 @@ class State:
     files: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     pending: dict = field(default_factory=dict)
+    folders: dict = field(default_factory=dict)
     deployment: dict = field(default_factory=dict)
     last_complete: dict | None = None
     exists: bool = False             # False: no state file in the workspace yet
@@ -75,7 +77,8 @@ class State:
     # -- serialisation --------------------------------------------------------------
     def to_json(self) -> dict:
         return {"version": FORMAT_VERSION, "serial": self.serial, "bundle": self.bundle, "files": self.files,
-                "resources": self.resources, "pending": self.pending, "deployment": self.deployment,
+                "resources": self.resources, "pending": self.pending, "folders": self.folders,
+                "deployment": self.deployment,
                 "last_complete": self.last_complete}
 
     @classmethod
@@ -99,6 +102,7 @@ class State:
 
         return cls(serial=int(doc.get("serial") or 0), bundle=section("bundle", dict), files=section("files", dict),
                    resources=section("resources", dict), pending=section("pending", dict),
+                   folders=section("folders", dict),
                    deployment=section("deployment", dict),
                    last_complete=doc.get("last_complete") if isinstance(doc.get("last_complete"), dict) else None,
                    exists=True)
