@@ -2,9 +2,11 @@
 
     python benchmarks/rehearse.py [--runs 3] [--project examples/project] [--scale 1,10]
 
-Each measured run is a fresh ``python -m stackci rehearse`` process (interpreter start-up
-included). Inside it, every child process is timed from its start to its exit (a
-``subprocess.Popen`` subclass and ``waitid(WNOWAIT)``, so nothing is reaped early):
+Each measured run is a fresh process that runs ``stackci rehearse`` through the console
+script's entry point (``stackci.__main__:run``), so interpreter start-up and the exit path
+(atexit handlers, the interpreter's teardown) are included. Inside it, every child process is
+timed from its start to its exit (a ``subprocess.Popen`` subclass and ``waitid(WNOWAIT)``, so
+nothing is reaped early), and so is every stage:
 
 * the user's tests: the ``python -m pytest`` process of the unit-tests stage;
 * the user's jobs: the task processes the local workspace starts (``_runtime.py``);
@@ -18,7 +20,9 @@ share <= 20 %. A first, unmeasured run creates the project's cached virtual envi
 example's jobs take well under a second; real ones take minutes), which shows how much of
 stackci's time is a fixed cost. The target applies to the project as it is (scale 1).
 
-Prints the medians per run and per stage; exits 1 when the target is missed.
+Prints the medians per run, and per stage the wall time, the user's part of it and stackci's
+(plus start-up before the first stage and the report, clean-up and exit after the last);
+exits 1 when the target is missed.
 """
 
 from __future__ import annotations
@@ -39,9 +43,12 @@ TARGET_SHARE = 0.20
 
 # --------------------------------------------------------------------------- inside the measured process
 def child(out_path: str, argv: list[str]) -> int:
+    """``stackci rehearse ARGV`` through the console script's own entry point (``run``: its exit
+    path included), with every child process and every stage timed."""
     import threading
 
     records: list[dict] = []
+    stages: list[dict] = []
     base = subprocess.Popen
 
     class Timed(base):  # type: ignore[misc, valid-type]
@@ -62,14 +69,38 @@ def child(out_path: str, argv: list[str]) -> int:
             threading.Thread(target=watch, daemon=True).start()
 
     subprocess.Popen = Timed  # type: ignore[misc]
-    from stackci.__main__ import main
 
-    code = main(["rehearse", *argv])
-    ended = time.monotonic()
-    for record in records:
-        record["end"] = record["end"] or ended
-    Path(out_path).write_text(json.dumps(records))
-    return code
+    from stackci.rehearse import flow
+
+    def timed(key: str, step):
+        def wrapper(self, stage):
+            stages.append({"key": key, "start": time.monotonic(), "end": None})
+            try:
+                return step(self, stage)
+            finally:
+                stages[-1]["end"] = time.monotonic()
+        return wrapper
+
+    for key, method in (("setup", "setup"), ("unit-tests", "unit_tests"), ("validate", "validate"),
+                        ("integration-test", "integration_test"), ("deploy-staging", "deploy_staging"),
+                        ("cut-release", "cut_release"), ("deploy-prod", "deploy_prod"), ("smoke-run", "smoke_run")):
+        setattr(flow.Rehearsal, method, timed(key, getattr(flow.Rehearsal, method)))
+
+    import atexit
+
+    def save() -> None:
+        # the last thing before the interpreter's own teardown (atexit runs last-registered first)
+        ended = time.monotonic()
+        for record in records:
+            record["end"] = record["end"] or ended
+        Path(out_path).write_text(json.dumps({"processes": records, "stages": stages}))
+
+    atexit.register(save)
+    from stackci.__main__ import run
+
+    sys.argv = ["stackci", "rehearse", *argv]
+    run()                                   # raises SystemExit, as the console script does
+    return 0
 
 
 # --------------------------------------------------------------------------- the measurement
@@ -91,6 +122,16 @@ def union(intervals: list[tuple[float, float]]) -> float:
             total += b - end
             end = b
     return total
+
+
+def within(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    """How long, between ``start`` and ``end``, at least one of ``intervals`` was going on."""
+    return union([(max(a, start), min(b, end)) for a, b in intervals if min(b, end) > max(a, start)])
+
+
+#: the stages of a rehearsal, in order (benchmark rows; "outside" rows are added around them)
+STAGE_KEYS = ("setup", "unit-tests", "validate", "integration-test", "deploy-staging", "cut-release", "deploy-prod",
+              "smoke-run")
 
 
 def scaled_copy(project: Path, scale: int, tmp: Path) -> Path:
@@ -116,18 +157,36 @@ def one_run(project: Path, cache: Path, tmp: Path, n: int) -> dict:
     started = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--child", str(out), "--", *argv], capture_output=True,
                           text=True, cwd=tmp)
-    wall = time.monotonic() - started
+    ended = time.monotonic()
+    wall = ended - started
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"rehearse exited {proc.returncode}")
-    records = json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    records = data["processes"]
     by_kind = {k: [(max(r["start"], started), r["end"]) for r in records if kind(r["argv"]) == k]
                for k in ("tests", "jobs")}
     tests, jobs = union(by_kind["tests"]), union(by_kind["jobs"])
-    user = union(by_kind["tests"] + by_kind["jobs"])
+    users = by_kind["tests"] + by_kind["jobs"]
+    user = union(users)
     report = json.loads(proc.stdout)
+    # per stage: its wall time, and how much of it a user's process was running
+    windows = {s["key"]: (s["start"], s["end"]) for s in data["stages"]}
+    rows: dict[str, tuple[float, float]] = {}
+    first = windows[STAGE_KEYS[0]][0]
+    last = max(end for _, end in windows.values())
+    rows["start-up (to stage 0)"] = (first - started, within(users, started, first))
+    for key in STAGE_KEYS:
+        if key in windows:
+            a, b = windows[key]
+            rows[key] = (b - a, within(users, a, b))
+    inside = sum(b - a for a, b in windows.values())
+    rows["between stages"] = ((last - first) - inside, within(users, first, last) - sum(
+        within(users, a, b) for a, b in windows.values()))
+    rows["report, clean-up, exit"] = (ended - last, within(users, last, ended))
     return {"wall": wall, "tests": tests, "jobs": jobs, "user": user, "stackci": wall - user,
             "processes": len(records), "task_processes": len(by_kind["jobs"]),
+            "git": sum(1 for r in records if Path(r["argv"][0]).name == "git"), "rows": rows,
             "stages": {s["title"]: s["duration"] for s in report["stages"]}}
 
 
@@ -143,17 +202,20 @@ def measure(project: Path, label: str, runs_wanted: int, cache: Path, tmp: Path)
         return statistics.median(r[key] for r in runs)
 
     wall, user, own = med("wall"), med("user"), med("stackci")
-    print(f"\nstackci rehearse {label}: median of {len(runs)} runs "
-          f"({runs[0]['processes']} child processes, {runs[0]['task_processes']} of them job tasks)\n")
+    print(f"\nstackci rehearse {label}: median of {len(runs)} runs ({runs[0]['processes']} child processes: "
+          f"{runs[0]['task_processes']} job tasks, {runs[0]['git']} git)\n")
     print(f"  {'':34} {'seconds':>8} {'of wall':>8}")
     for name, value in (("wall time (whole command)", wall), ("user's tests (pytest process)", med("tests")),
                         ("user's jobs (task processes)", med("jobs")), ("user's tests and jobs", user),
                         ("stackci itself (everything else)", own)):
         print(f"  {name:34} {value:8.2f} {value / wall:8.0%}")
     print(f"\n  stackci : user = {own / user:.2f} : 1; stackci's share {own / wall:.0%}")
-    print("\n  per stage (median seconds):")
-    for title in runs[0]["stages"]:
-        print(f"    {title:18} {statistics.median(r['stages'][title] for r in runs):6.2f}")
+    print(f"\n  where the time goes (median seconds){'':8} {'wall':>6} {'user':>6} {'stackci':>8} {'of stackci':>10}")
+    for name in runs[0]["rows"]:
+        w = statistics.median(r["rows"][name][0] for r in runs)
+        u = statistics.median(r["rows"][name][1] for r in runs)
+        o = statistics.median(r["rows"][name][0] - r["rows"][name][1] for r in runs)
+        print(f"    {name:42} {w:6.2f} {u:6.2f} {o:8.2f} {o / own:10.0%}")
     return own / wall
 
 
