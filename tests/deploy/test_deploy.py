@@ -45,6 +45,16 @@ def test_first_deploy_creates_files_experiment_model_and_jobs(deploy, w, project
     exp = w.experiments.get_by_name("/Shared/staging-churn_model-experiment").experiment
     assert exp.lifecycle_stage == "active"
     assert w.registered_models.get("staging.churn_model.churn_model").comment.startswith("Logistic-regression")
+    # the resource files' permissions and grants, MLOps Stacks style (anchors merged with <<:)
+    direct = {(e.user_name or e.group_name): e.all_permissions[0].permission_level.value
+              for e in w.jobs.get_permissions(str(jobs[TRAIN][0].job_id)).access_control_list
+              if not e.all_permissions[0].inherited}
+    assert direct == {USER: "IS_OWNER", "users": "CAN_VIEW"}
+    assert {(e.user_name or e.group_name): e.all_permissions[0].permission_level.value
+            for e in w.experiments.get_permissions(exp.experiment_id).access_control_list
+            if not e.all_permissions[0].inherited} == {USER: "CAN_MANAGE", "users": "CAN_READ"}
+    [grant] = w.grants.get("function", "staging.churn_model.churn_model").privilege_assignments
+    assert grant.principal == "account users" and [p.value for p in grant.privileges] == ["EXECUTE"]
 
     state = read_state(w, f"{ROOT}/staging")
     assert state["resources"]["jobs"]["model_training_job"]["id"] == jobs[TRAIN][0].job_id

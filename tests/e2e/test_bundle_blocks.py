@@ -328,7 +328,9 @@ def test_azure_deploy_template(agent_for, ws, w):
     assert "Deployed" in summary and "4 created, 0 changed, 0 deleted, 0 unchanged" in summary
 
 
-BROKEN_LINE = 29   # resources/batch-inference-workflow-resource.yml: "- ${bundle.target}" under --env
+# resources/batch-inference-workflow-resource.yml: "- ${bundle.target}" under --env
+BROKEN_LINE = (EXAMPLE / "resources/batch-inference-workflow-resource.yml").read_text().splitlines().index(
+    "              - ${bundle.target}") + 1
 
 
 def test_azure_validate_template_plans_or_fails_at_the_broken_line(agent_for, ws, w, hosting):
