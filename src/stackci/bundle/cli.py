@@ -23,6 +23,7 @@ from .. import log
 from ..context import App
 from ..errors import ConfigError
 from . import Bundle, CurrentUser, load_bundle
+from .options import Line
 
 logger = log.get("validate")
 
@@ -134,9 +135,9 @@ def summary_markdown(bundle: Bundle) -> str:
 @click.command("validate")
 @click.option("-t", "--target", envvar="STACKCI_TARGET",
               help="Target to validate [default: the only target, else the one with 'default: true'].")
-@click.option("--var", "variables", multiple=True, envvar="STACKCI_VAR", metavar="NAME=VALUE",
-              help="Set a bundle variable (highest precedence); repeatable. In the environment: several "
-                   "separated by spaces.")
+@click.option("--var", "variables", multiple=True, type=Line(), envvar="STACKCI_VAR", metavar="NAME=VALUE",
+              help="Set a bundle variable (highest precedence); repeatable. In the environment: one name=value "
+                   "per line (values may contain spaces).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               envvar="STACKCI_OUTPUT", help="text: a summary on stderr; json: the resolved bundle on stdout.")
 @click.option("-p", "--project", type=click.Path(path_type=Path), default=".", show_default=True,

@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from .. import log
+from ..bundle.options import Line
 from ..context import App
 from ..errors import ConfigError
 
@@ -172,9 +173,9 @@ def bundle_options(fn=None, *, several_targets: bool = False):
         if several_targets else click.option("-t", "--target", envvar="STACKCI_TARGET", help=TARGET_HELP)
     options = [
         target,
-        click.option("--var", "variables", multiple=True, envvar="STACKCI_VAR", metavar="NAME=VALUE",
-                     help="Set a bundle variable (highest precedence); repeatable. In the environment: several "
-                          "separated by spaces."),
+        click.option("--var", "variables", multiple=True, type=Line(), envvar="STACKCI_VAR", metavar="NAME=VALUE",
+                     help="Set a bundle variable (highest precedence); repeatable. In the environment: one "
+                          "name=value per line (values may contain spaces)."),
         click.option("-p", "--project", type=click.Path(path_type=Path), default=".", show_default=True,
                      envvar="STACKCI_PROJECT", help="Folder of the bundle (holding databricks.yml)."),
         click.option("--user", "--current-user", "user", envvar="STACKCI_CURRENT_USER", metavar="USERNAME",

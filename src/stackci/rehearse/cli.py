@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .. import log
+from ..bundle.options import Line
 from ..context import App
 from ..errors import ConfigError, Interrupted, RunFailed
 
@@ -77,8 +78,8 @@ def split_words(values: tuple[str, ...]) -> list[str]:
               help="Bundle key of a job the integration test runs; repeatable [default: model_training_job].")
 @click.option("--smoke-job", default="model_training_job", show_default=True, envvar="STACKCI_SMOKE_JOB",
               metavar="KEY", help="Bundle key of the job run on prod after its deploy; empty: no smoke run.")
-@click.option("--var", "variables", multiple=True, envvar="STACKCI_VAR", metavar="NAME=VALUE",
-              help="A bundle variable for every stage; repeatable.")
+@click.option("--var", "variables", multiple=True, type=Line(), envvar="STACKCI_VAR", metavar="NAME=VALUE",
+              help="A bundle variable for every stage; repeatable. In the environment: one name=value per line.")
 @click.option("--bump", type=click.Choice(["major", "minor", "patch"]), default="minor", show_default=True,
               envvar="STACKCI_BUMP", help="The release the rehearsal cuts.")
 @click.option("--branch-pattern", envvar="STACKCI_BRANCH_PATTERN",

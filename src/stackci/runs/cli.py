@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from .. import log
+from ..bundle.options import Line  # noqa: F401 - one type for every --var / --job-param; integration imports it here
 from ..context import App
 from ..errors import ConfigError, RunFailed
 
@@ -27,16 +28,6 @@ FAILURE_TEXT = {
     "canceled": "the run was cancelled",
     "skipped": "the run was skipped",
 }
-
-
-class Line(click.ParamType):
-    """A string option whose environment variable holds one value per line (values may have spaces)."""
-
-    name = "key=value"
-    envvar_list_splitter = "\n"
-
-    def convert(self, value, param, ctx):
-        return value.strip() if isinstance(value, str) else value
 
 
 def parse_params(values: tuple[str, ...], option: str = "--job-param") -> dict[str, str]:
