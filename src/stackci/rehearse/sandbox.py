@@ -86,9 +86,11 @@ def resolve_project(project: Path | None, cwd: Path) -> Path:
     return project.resolve()
 
 
-def project_files(root: Path) -> list[str]:
-    """What a push of the project would contain: git's tracked and unignored files when the
-    project is in a git repository, else every file but caches, virtualenvs and .git."""
+def project_files(root: Path) -> tuple[list[str], bool]:
+    """What a push of the project would contain, and whether git said so: git's tracked and
+    unignored files when the project is in a git repository, else every file but caches,
+    virtualenvs and .git (the project's own .gitignore files are applied later, see
+    :meth:`Sandbox.create_repositories`)."""
     try:
         proc = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z", "--", "."], cwd=root,
                               capture_output=True, timeout=60)
@@ -96,14 +98,46 @@ def project_files(root: Path) -> list[str]:
         proc = None
     if proc is not None and proc.returncode == 0:
         return sorted(rel for rel in proc.stdout.decode("utf-8", "surrogateescape").split("\0")
-                      if rel and (root / rel).is_file())
+                      if rel and (root / rel).is_file()), True
     out = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in JUNK and not d.endswith(".egg-info"))
         for name in files:
             if not name.endswith((".pyc", ".pyo")):
                 out.append(Path(folder, name).relative_to(root).as_posix())
-    return sorted(out)
+    return sorted(out), False
+
+
+def fast_import_path(rel: str) -> bytes:
+    """A path as ``git fast-import`` reads it: C-style quoted, so any name survives."""
+    out = bytearray(b'"')
+    for byte in os.fsencode(rel):
+        if byte in (0x22, 0x5C):                      # " and \\
+            out += b"\\" + bytes([byte])
+        elif byte < 0x20 or byte == 0x7F:
+            out += b"\\%03o" % byte
+        else:
+            out.append(byte)
+    return bytes(out + b'"')
+
+
+def fast_import_stream(project: Path, files: list[str], feature_message: str) -> bytes:
+    """Two commits for ``git fast-import``: an empty ``main`` and the feature branch on top of it
+    with every file of ``files`` (executable bits kept)."""
+    who = f"{IDENTITY[0]} <{IDENTITY[1]}> now".encode()
+
+    def data(text: bytes) -> bytes:
+        return b"data %d\n" % len(text) + text + b"\n"
+
+    parts = [b"commit refs/heads/main\nmark :1\ncommitter " + who + b"\n" + data(b"chore: initial commit\n"),
+             b"commit refs/heads/" + FEATURE_BRANCH.encode() + b"\nmark :2\ncommitter " + who + b"\n"
+             + data(feature_message.encode() + b"\n") + b"from :1\n"]
+    for rel in files:
+        path = project / rel
+        mode = b"100755" if os.stat(path).st_mode & 0o111 else b"100644"
+        parts.append(b"M " + mode + b" inline " + fast_import_path(rel) + b"\n" + data(path.read_bytes()))
+    parts.append(b"done\n")
+    return b"".join(parts)
 
 
 # --------------------------------------------------------------------------- git
@@ -117,11 +151,12 @@ class Git:
         self.env = {**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1",
                     "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
-    def __call__(self, cwd: Path, *args: str) -> str:
-        proc = subprocess.run([self.exe, *args], cwd=cwd, env=self.env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RunFailed(f"git {' '.join(args[:2])} failed in {cwd}: {' '.join(proc.stderr.split())[:400]}")
-        return proc.stdout.strip()
+    def __call__(self, cwd: Path, *args: str, input: bytes | None = None, ok: tuple[int, ...] = (0,)) -> str:
+        proc = subprocess.run([self.exe, *args], cwd=cwd, env=self.env, capture_output=True, input=input)
+        if proc.returncode not in ok:
+            stderr = proc.stderr.decode("utf-8", "replace")
+            raise RunFailed(f"git {' '.join(args[:2])} failed in {cwd}: {' '.join(stderr.split())[:400]}")
+        return proc.stdout.decode("utf-8", "surrogateescape").strip()
 
 
 GITCONFIG = f"""[user]
@@ -143,8 +178,8 @@ GITCONFIG = f"""[user]
 
 @dataclass
 class Sandbox:
-    """Folders of one rehearsal under ``base``: ``origin.git`` (bare), ``dev`` (the developer's
-    clone), one clone per CI job (``ci-pr``, ``ci-main``, ``ci-release``), ``workspace`` (the local
+    """Folders of one rehearsal under ``base``: ``origin.git`` (bare, with the developer's
+    commits), one clone per CI job (``ci-pr``, ``ci-main``, ``ci-release``), ``workspace`` (the local
     workspace's data), ``tmp`` (TMPDIR of the job tasks) and ``reports`` (JUnit files)."""
 
     base: Path
@@ -191,22 +226,24 @@ class Sandbox:
         return Git(self.base / "gitconfig")
 
     def create_repositories(self, bundle_name: str) -> list[str]:
-        """origin with ``main`` (an initial commit) and the feature branch that adds the project,
-        pushed from the developer's clone ``dev``. Returns the copied files."""
+        """origin with ``main`` (an initial commit) and the feature branch that adds the project, as
+        a developer's push leaves them. Returns the files committed.
+
+        The commits are written straight into the bare origin by one ``git fast-import`` (no
+        developer clone to copy the files into, commit in and push from: four git processes and
+        a copy of every file fewer). A project outside git gets what ``git add`` would take from
+        it: its own ``.gitignore`` files apply."""
         git = self.git()
-        files = project_files(self.project)
+        files, from_git = project_files(self.project)
         git(self.base, "init", "-q", "--bare", "--template=", str(self.origin))
-        dev = self.base / "dev"
-        git(self.base, "clone", "-q", "--template=", str(self.origin), str(dev))
-        git(dev, "commit", "-q", "--allow-empty", "-m", "chore: initial commit")
-        for rel in files:
-            target = dev / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.project / rel, target)
-        git(dev, "add", "-A")
-        git(dev, "commit", "-q", "-m", f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})")
-        git(dev, "push", "-q", "origin", "HEAD~1:refs/heads/main", f"HEAD:refs/heads/{FEATURE_BRANCH}")
-        self.clones["dev"] = dev
+        if not from_git and files:
+            ignored = git(self.base, f"--git-dir={self.origin}", f"--work-tree={self.project}", "check-ignore",
+                          "--stdin", "-z", input=b"".join(os.fsencode(f) + b"\0" for f in files), ok=(0, 1))
+            if ignored:
+                dropped = set(ignored.split("\0"))
+                files = [f for f in files if f not in dropped]
+        git(self.origin, "fast-import", "--quiet", "--date-format=now", "--done", input=fast_import_stream(
+            self.project, files, f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})"))
         return files
 
     def clone(self, name: str, branch: str) -> Path:
