@@ -31,8 +31,9 @@ ISOLATION_ID = "rehearsal"
 
 #: modules the later stages need, imported in the background while the sandbox is built and the
 #: unit tests run (databricks-sdk alone takes about a second to import). The main thread imports
-#: none of them before joining, so the two threads never wait for each other's module locks.
-MAIN_THREAD = ("venv", "stackci.unit_tests", "stackci.workspace.server")
+#: MAIN_THREAD before the background thread starts, and none of WARM before joining it, so the two
+#: threads never wait for each other's module locks.
+MAIN_THREAD = ("stackci.unit_tests",)
 WARM = ("requests", "yaml", "databricks.sdk", "databricks.sdk.service.jobs", "databricks.sdk.service.workspace",
         "stackci.bundle.api", "stackci.bundle.cli", "stackci.deploy.cli", "stackci.deploy.engine",
         "stackci.deploy.resources", "stackci.runs.cli", "stackci.runs.integration", "stackci.runs.report",
@@ -45,21 +46,62 @@ LOCAL_ONLY_MARKERS = ("not available in the stackci local workspace", "cells nee
 LOCAL_POLL = (0.1, 0.25)
 
 
-def warm_imports() -> threading.Thread:
-    import importlib
+class Background:
+    """One thread that starts the local workspace, then imports what the later stages need, while
+    the main thread builds the repositories (waiting on git) and runs the unit tests (waiting on
+    pytest). The collector is off meanwhile (imports create ~100k objects that all stay alive, and
+    collecting them again and again costs more than a tenth of a second); :meth:`join` freezes
+    them out of later collections and turns it back on."""
 
-    for name in MAIN_THREAD:
-        importlib.import_module(name)
+    def __init__(self, start_workspace: Callable[[], object]) -> None:
+        import gc
+        import importlib
 
-    def run() -> None:
+        for name in MAIN_THREAD:
+            importlib.import_module(name)
+        self.ready = threading.Event()
+        self.workspace = None
+        self.error: BaseException | None = None
+        self._gc_was_enabled = gc.isenabled()
+        self._joined = False
+        gc.disable()
+        self.thread = threading.Thread(target=self._run, args=(start_workspace,), name="stackci-rehearse-warm",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self, start_workspace: Callable[[], object]) -> None:
+        import importlib
+
+        try:
+            self.workspace = start_workspace()
+        except BaseException as exc:  # handed to the main thread by started()
+            self.error = exc
+        finally:
+            self.ready.set()
+        if self.error is not None:
+            return
         for name in WARM:
             try:
                 importlib.import_module(name)
             except Exception:  # a missing module shows up, with its real error, in the stage that needs it
                 pass
-    thread = threading.Thread(target=run, name="stackci-rehearse-imports", daemon=True)
-    thread.start()
-    return thread
+
+    def started(self):
+        """The running local workspace (waits for it); its start's error, raised here."""
+        self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.workspace
+
+    def join(self) -> None:
+        import gc
+
+        self.thread.join()
+        if not self._joined:
+            self._joined = True
+            gc.freeze()
+            if self._gc_was_enabled:
+                gc.enable()
 
 
 # --------------------------------------------------------------------------- a block's platform
@@ -244,7 +286,7 @@ class Rehearsal:
         self.interpreter: sb.Interpreter | None = None
         self.checkouts: dict[str, Path] = {}
         self.release: dict[str, str] = {}
-        self.warm: threading.Thread | None = None
+        self.warm: Background | None = None
 
     # -- helpers ------------------------------------------------------------------------
     def stage(self, key: str) -> Stage:
@@ -310,10 +352,8 @@ class Rehearsal:
         total = len(steps) - 1                 # "set up" is stage 0
         for number, (key, step) in enumerate(steps):
             stage = self.stage(key)
-            if key == "unit-tests":
-                self.warm = warm_imports()      # while pytest runs
             if key == "validate" and self.warm is not None:
-                self.warm.join()
+                self.warm.join()                # imported while git and pytest ran
             if key == "smoke-run" and not self.opts.smoke_job:
                 stage.result = SKIPPED
                 stage.details.append("no --smoke-job given")
@@ -340,18 +380,23 @@ class Rehearsal:
         return None
 
     def setup(self, stage: Stage) -> None:
-        from ..workspace import LocalWorkspace
+        self.interpreter = sb.project_interpreter(self.app, python=self.opts.python,
+                                                  requirements=self.opts.requirements,
+                                                  cache_dir=self.opts.cache_dir, project=self.opts.project)
+        python, data_dir, task_env = self.interpreter.python, self.box.data_dir, {"TMPDIR": str(self.box.tmp)}
 
+        def start_workspace():
+            from ..workspace import LocalWorkspace
+
+            return LocalWorkspace(data_dir, python=python, task_env=task_env).start()
+
+        self.warm = Background(start_workspace)       # while git runs
         files = self.box.create_repositories(self.bundle_name)
         stage.details.append(f"{len(files)} files of {self.opts.project} committed on {sb.FEATURE_BRANCH}, "
                              f"pushed to the bare origin {self.box.origin}")
         self.checkouts["pr"] = self.box.clone("ci-pr", sb.FEATURE_BRANCH)
-        self.interpreter = sb.project_interpreter(self.app, python=self.opts.python,
-                                                  requirements=self.opts.requirements,
-                                                  cache_dir=self.opts.cache_dir, project=self.opts.project)
         stage.details.append(f"project interpreter: {self.interpreter.how}")
-        self.workspace = LocalWorkspace(self.box.data_dir, python=self.interpreter.python,
-                                        task_env={"TMPDIR": str(self.box.tmp)}).start()
+        self.workspace = self.warm.started()
         self.app.platform.mask(self.workspace.token)
         os.environ.update(sb.workspace_environ(self.workspace.url, self.workspace.token))
         stage.details.append(f"local workspace data in {self.box.data_dir}")
@@ -476,6 +521,9 @@ class Rehearsal:
             stage.links.append((f"{self.opts.smoke_job} run", out["run-url"]))
 
     def stop(self) -> None:
+        if self.workspace is None and self.warm is not None:
+            self.warm.ready.wait(30)        # interrupted while it started: stop it all the same
+            self.workspace = self.warm.workspace
         if self.workspace is not None:
             self.workspace.stop()
 
