@@ -211,3 +211,40 @@ def test_a_grant_the_workspace_refuses_fails_the_deploy_and_the_fix_converges(de
     assert grants(w, model) == {"account users": ["EXECUTE"]}
     assert sorted(jobs_by_name(w)) == ["staging-taxi_fare-batch-inference-job", "staging-taxi_fare-model-training-job"]
     assert all(len(v) == 1 for v in jobs_by_name(w).values())
+
+
+def test_without_unity_catalog_the_model_is_a_workspace_registry_model(deploy, w, stack, requests_counter):
+    root = stack["root"]
+    shutil.copy(FIXTURE / "variants/ml-artifacts-resource.workspace-registry.yml",
+                root / "resources/ml-artifacts-resource.yml")
+    first = deploy(root=root)
+    assert first.code == 0, first.stderr
+    assert "4 created, 0 changed, 0 deleted, 0 unchanged" in first.stderr
+    model = w.model_registry.get_model("staging-taxi_fare-model").registered_model_databricks
+    assert model.description == "Registered model of the taxi_fare project, staging target."
+    assert acl(w, "registered-models", model.id) == {USER: "CAN_MANAGE", "users": "CAN_READ"}
+    requests_counter.start(ACL_PATHS)
+    assert "0 created, 0 changed, 0 deleted, 4 unchanged" in deploy(root=root).stderr
+    assert requests_counter.stop() == 0
+
+    # a new name renames the model (same registry id, permissions kept), never a second model
+    renamed = deploy("--var", "model_name=fare-model", root=root)
+    assert renamed.code == 0, renamed.stderr
+    # (the two jobs pass the model's name to their notebooks, so they change too)
+    assert "0 created, 3 changed, 0 deleted, 1 unchanged" in renamed.stderr
+    moved = w.model_registry.get_model("staging-fare-model").registered_model_databricks
+    assert moved.id == model.id and acl(w, "registered-models", moved.id)["users"] == "CAN_READ"
+    assert [m.name for m in w.model_registry.list_models()] == ["staging-fare-model"]
+
+    # prod: the model's description refers to the jobs, so it is applied after them
+    prod = deploy(target="prod", root=root)
+    assert prod.code == 0, prod.stderr
+    jobs = json.loads(prod.outputs["jobs"])
+    text = w.model_registry.get_model("prod-taxi_fare-model").registered_model_databricks.description
+    assert f"Trained by job {jobs['model_training_job']['id']}, scored by job\n" \
+           f"{jobs['batch_inference_job']['id']}." in text
+
+    assert deploy(command="destroy", root=root, extra_env={"STACKCI_VAR": "model_name=fare-model"}).code == 0
+    assert sorted(m.name for m in w.model_registry.list_models()) == ["prod-taxi_fare-model"]
+    with pytest.raises(errors.NotFound):
+        w.model_registry.get_permissions(model.id)

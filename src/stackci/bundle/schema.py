@@ -164,6 +164,11 @@ def _experiment() -> Schema:
     return from_dataclass(ml.Experiment, (("permissions", PERMISSIONS),))
 
 
+def _model() -> Schema:
+    from databricks.sdk.service import ml
+    return from_dataclass(ml.Model, (("permissions", PERMISSIONS),))
+
+
 def _registered_model() -> Schema:
     from databricks.sdk.service import catalog
     return from_dataclass(catalog.RegisteredModelInfo, (("grants", ListOf(GRANT)),))
@@ -174,8 +179,9 @@ RESOURCE_KINDS: dict[str, Callable[[], Schema]] = {
     "jobs": _job,
     "experiments": _experiment,
     "registered_models": _registered_model,
+    "models": _model,
 }
-OTHER_RESOURCE_KINDS = ("pipelines", "models", "model_serving_endpoints", "quality_monitors", "schemas",
+OTHER_RESOURCE_KINDS = ("pipelines", "model_serving_endpoints", "quality_monitors", "schemas",
                         "volumes", "clusters", "dashboards", "apps", "secret_scopes", "sql_warehouses",
                         "database_instances", "database_catalogs", "synced_database_tables", "alerts")
 

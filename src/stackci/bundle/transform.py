@@ -88,11 +88,13 @@ def apply_presets(tree: Node) -> None:
             name = res.get("name")
             if prefix and name is not None and isinstance(name.value, str):
                 name.value = prefix + name.value
-    for _, exp in _items(resources, "experiments"):
+    tagged = [exp for _, exp in _items(resources, "experiments")]
+    for exp in tagged:
         name = exp.get("name")
         if prefix and name is not None and isinstance(name.value, str):
             head, sep, base = name.value.rpartition("/")
             name.value = f"{head}{sep}{prefix}{base}"
+    for exp in tagged + [m for _, m in _items(resources, "models")]:   # models: key/value tags, like experiments
         if tags:
             tag_list = exp.value.get("tags")
             if tag_list is None or not tag_list.is_list:

@@ -1,20 +1,21 @@
-"""Permissions of jobs and experiments, grants of registered models, and the bundle's folder ACL,
-computed the way the Databricks CLI computes them.
+"""Permissions of jobs, experiments and workspace-registry models, grants of Unity Catalog
+registered models, and the bundle's folder ACL, computed the way the Databricks CLI computes them.
 
 ``permissions`` on a resource is its access control list. The top-level ``permissions``
-(levels CAN_MANAGE, CAN_VIEW, CAN_RUN only) apply to every job (CAN_RUN is CAN_MANAGE_RUN)
-and experiment (CAN_VIEW is CAN_READ; CAN_RUN has no experiment level and is skipped) unless the
+(levels CAN_MANAGE, CAN_VIEW, CAN_RUN only) apply to every job (CAN_RUN is CAN_MANAGE_RUN),
+experiment and workspace-registry model (CAN_VIEW is CAN_READ; CAN_RUN has no level there and is
+skipped) unless the
 resource already names that principal, and to the bundle's workspace folders (CAN_VIEW is
 CAN_READ there), except folders under /Workspace/Shared. A resource that ends up with an ACL
 also keeps the deploying identity in control: IS_OWNER on a job (its CAN_MANAGE is upgraded,
-or CAN_MANAGE when the ACL names another owner), CAN_MANAGE on an experiment; a principal named
+or CAN_MANAGE when the ACL names another owner), CAN_MANAGE on an experiment or a model; a principal named
 twice gets its highest level. The ACL is set with ``PUT /api/2.0/permissions/<type>/<id>``
 (it replaces the direct permissions).
 
 ``grants`` on a registered model are Unity Catalog privileges, applied as ``PATCH
 /api/2.1/unity-catalog/permissions/function/<full name>`` changes from what the model has
 now: privileges added and removed per principal, principals that the bundle no longer names
-lose theirs (as the CLI does). The top-level permissions do not apply to registered models.
+lose theirs (as the CLI does). The top-level permissions do not apply to Unity Catalog models.
 
 Removing ``permissions`` or ``grants`` from a resource leaves the workspace as it is (the CLI
 does not restore defaults either); a warning says so.
@@ -31,19 +32,21 @@ from .state import canonical_hash
 LEVELS = {
     "jobs": ("CAN_VIEW", "CAN_MANAGE_RUN", "CAN_MANAGE", "IS_OWNER"),
     "experiments": ("CAN_READ", "CAN_EDIT", "CAN_MANAGE"),
+    "models": ("CAN_READ", "CAN_EDIT", "CAN_MANAGE_STAGING_VERSIONS", "CAN_MANAGE_PRODUCTION_VERSIONS", "CAN_MANAGE"),
 }
 #: top-level level -> the resource kind's level (absent: not applicable, skipped)
 TOP_LEVELS = ("CAN_MANAGE", "CAN_VIEW", "CAN_RUN")
 TOP_MAP = {
     "jobs": {"CAN_MANAGE": "CAN_MANAGE", "CAN_VIEW": "CAN_VIEW", "CAN_RUN": "CAN_MANAGE_RUN"},
     "experiments": {"CAN_MANAGE": "CAN_MANAGE", "CAN_VIEW": "CAN_READ"},
+    "models": {"CAN_MANAGE": "CAN_MANAGE", "CAN_VIEW": "CAN_READ"},
 }
 FOLDER_MAP = {"CAN_MANAGE": "CAN_MANAGE", "CAN_RUN": "CAN_RUN", "CAN_VIEW": "CAN_READ"}
-OBJECT_TYPE = {"jobs": "jobs", "experiments": "experiments"}
+OBJECT_TYPE = {"jobs": "jobs", "experiments": "experiments", "models": "registered-models"}
 PRINCIPALS = ("user_name", "group_name", "service_principal_name")
 #: ranking used to keep a principal's highest level (the CLI's order)
-ORDER = {"CAN_VIEW": 2, "CAN_READ": 3, "CAN_RUN": 5, "CAN_EDIT": 8, "CAN_MANAGE_RUN": 14, "CAN_MANAGE": 17,
-         "IS_OWNER": 18}
+ORDER = {"CAN_VIEW": 2, "CAN_READ": 3, "CAN_RUN": 5, "CAN_EDIT": 8, "CAN_MANAGE_RUN": 14,
+         "CAN_MANAGE_STAGING_VERSIONS": 15, "CAN_MANAGE_PRODUCTION_VERSIONS": 16, "CAN_MANAGE": 17, "IS_OWNER": 18}
 ACL_VERSION = 1
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -117,7 +120,7 @@ def check(bundle) -> None:
     top = settings.get("permissions")
     if top not in (None, []):
         _check_list(bundle, ("permissions",), top, TOP_LEVELS, "permissions")
-    for kind in ("jobs", "experiments"):
+    for kind in ("jobs", "experiments", "models"):
         for key, res in sorted((bundle.resources.get(kind) or {}).items()):
             value = res.settings.get("permissions") if isinstance(res.settings, dict) else None
             if value not in (None, []):

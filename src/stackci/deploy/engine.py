@@ -78,6 +78,9 @@ class Engine:
             return f"{self.host}/jobs/{object_id}"
         if kind == "experiments" and object_id is not None:
             return f"{self.host}/ml/experiments/{object_id}"
+        if kind == "models" and object_id:
+            import urllib.parse
+            return f"{self.host}/ml/models/{urllib.parse.quote(str(object_id))}"
         if kind == "registered_models" and object_id:
             return f"{self.host}/explore/data/models/{str(object_id).replace('.', '/')}"
         return None

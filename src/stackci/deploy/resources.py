@@ -1,10 +1,11 @@
-"""Jobs, MLflow experiments and Unity Catalog registered models: what the bundle wants, in
-which order, and how each is created, updated, deleted and found again.
+"""Jobs, MLflow experiments, Unity Catalog registered models and workspace-registry models
+(``models``): what the bundle wants, in which order, and how each is created, updated, deleted
+and found again.
 
 Requests go through ``client.api_client.do`` with the settings exactly as configured
 (the SDK's typed ``from_dict`` would silently drop fields it does not know). Every
 object stackci creates carries a deployment key (a hash of bundle, target, root path,
-kind and key): jobs and experiments as a tag, so that an object created by a deploy
+kind and key): jobs, experiments and workspace-registry models as a tag, so that an object created by a deploy
 that died before recording it is found and adopted instead of created twice.
 """
 
@@ -20,17 +21,18 @@ from ..errors import ConfigError, RunFailed
 from .state import canonical_hash
 
 #: kinds the engine deploys, in default apply order
-SUPPORTED = ("experiments", "registered_models", "jobs")
+SUPPORTED = ("experiments", "models", "registered_models", "jobs")
 KIND_RANK = {kind: i for i, kind in enumerate(SUPPORTED)}
 #: deletion order: dependents (jobs) first
-DELETE_ORDER = ("jobs", "registered_models", "experiments")
+DELETE_ORDER = ("jobs", "registered_models", "models", "experiments")
 KEY_TAG = "stackci-deployment-key"
 #: bumped when the request bodies built here change shape, so every resource is rewritten once
 BODY_VERSION = 1
 
 
 def singular(kind: str) -> str:
-    return {"jobs": "job", "experiments": "experiment", "registered_models": "registered model"}.get(kind, kind)
+    return {"jobs": "job", "experiments": "experiment", "registered_models": "registered model",
+            "models": "model"}.get(kind, kind)
 
 
 def deployment_key(bundle_name: str, target: str, root_path: str, kind: str, key: str) -> str:
@@ -529,7 +531,107 @@ class RegisteredModels(Kind):
             raise Gone() from None
 
 
-KINDS = {"jobs": Jobs, "experiments": Experiments, "registered_models": RegisteredModels}
+class WorkspaceModels(Kind):
+    """``models``: registered models of the workspace model registry (MLOps Stacks without Unity
+    Catalog). The state's id is the model's name; its permissions are addressed by the registry id."""
+
+    kind = "models"
+    BASE = "/api/2.0/mlflow/registered-models"
+
+    def body(self, desired: Desired, settings: dict) -> dict:
+        body = {"name": settings.get("name")}
+        if settings.get("description") is not None:
+            body["description"] = settings["description"]
+        tags = [t for t in settings.get("tags") or [] if isinstance(t, dict) and t.get("key") != KEY_TAG]
+        body["tags"] = sorted(tags, key=lambda t: str(t.get("key"))) + [{"key": KEY_TAG, "value": desired.dkey}]
+        return body
+
+    def _get(self, name: str) -> dict | None:
+        from databricks.sdk import errors
+        try:
+            return self.api.do("GET", "/api/2.0/mlflow/databricks/registered-models/get",
+                               query={"name": name})["registered_model_databricks"]
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            return None
+
+    def exists(self, entry: dict) -> bool:
+        return self._get(entry["id"]) is not None
+
+    def _owned(self, doc: dict, dkey: str) -> bool:
+        return any(t.get("key") == KEY_TAG and t.get("value") == dkey for t in doc.get("tags") or [])
+
+    def _set_tags(self, name: str, body: dict) -> None:
+        for tag in body.get("tags") or []:
+            self.api.do("POST", f"{self.BASE}/set-tag",
+                        body={"name": name, "key": tag["key"], "value": str(tag.get("value", ""))})
+
+    def create(self, desired: Desired, body: dict, adopt_ok: bool) -> str:
+        from databricks.sdk import errors
+        name = body["name"]
+        try:
+            self.api.do("POST", f"{self.BASE}/create", body=body)
+            return name
+        except (errors.ResourceAlreadyExists, errors.AlreadyExists, errors.ResourceConflict):
+            doc = self._get(name)
+            if doc is None or not self._owned(doc, desired.dkey):
+                raise RunFailed(f"{desired.address}: a registered model named {name!r} already exists in the "
+                                "workspace registry and this deployment did not create it",
+                                hint="rename the model in the bundle, or delete or rename the existing one") from None
+            self._update_doc(desired, doc, body)
+            return name
+        except errors.DatabricksError as exc:
+            raise _api_error(desired.address, "create", exc) from None
+
+    def _update_doc(self, desired: Desired, doc: dict, body: dict) -> None:
+        if body.get("description") is not None and doc.get("description") != body["description"]:
+            self.api.do("PATCH", f"{self.BASE}/update", body={"name": doc["name"],
+                                                              "description": body["description"]})
+        self._set_tags(doc["name"], body)
+
+    def update(self, desired: Desired, entry: dict, body: dict) -> str:
+        from databricks.sdk import errors
+        doc = self._get(entry["id"])
+        if doc is None:
+            raise Gone()
+        try:
+            if doc["name"] != body["name"]:
+                self.api.do("POST", f"{self.BASE}/rename", body={"name": doc["name"], "new_name": body["name"]})
+                doc["name"] = body["name"]
+            self._update_doc(desired, doc, body)
+        except errors.DatabricksError as exc:
+            raise _api_error(desired.address, "update", exc) from None
+        return body["name"]
+
+    def delete(self, object_id) -> bool:
+        from databricks.sdk import errors
+        try:
+            self.api.do("DELETE", f"{self.BASE}/delete", query={"name": str(object_id)})
+            return True
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            return False
+
+    def find_owned(self, dkey: str, names: list) -> list[str]:
+        out = []
+        for name in {n for n in names if n}:
+            doc = self._get(name)
+            if doc is not None and self._owned(doc, dkey):
+                out.append(doc["name"])
+        return out
+
+    def apply_acl(self, desired: Desired, object_id, wanted: list) -> None:
+        from databricks.sdk import errors
+
+        from . import acl
+        doc = self._get(str(object_id))
+        if doc is None:
+            raise Gone()
+        try:
+            acl.put_permissions(self.api, desired.address, "registered-models", doc["id"], wanted)
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            raise Gone() from None
+
+
+KINDS = {"jobs": Jobs, "experiments": Experiments, "registered_models": RegisteredModels, "models": WorkspaceModels}
 
 
 def handlers(client, record: dict, bundle) -> dict[str, Kind]:

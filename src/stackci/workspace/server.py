@@ -48,6 +48,7 @@ from stackci.workspace.jobs import JobsService
 from stackci.workspace.models import Experiments, RegisteredModels
 from stackci.workspace.orchestrator import Orchestrator
 from stackci.workspace.permissions import Grants, Permissions
+from stackci.workspace.registry import WorkspaceModels
 from stackci.workspace.store import NewerSchema, Store
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,9 @@ class LocalWorkspace:
         self.jobs.orchestrator = self.orchestrator
         self.experiments = Experiments(self.store, self.user_name)
         self.models = RegisteredModels(self.store, self.user_name)
-        self.permissions = Permissions(self.store, self.user_name)
+        self.workspace_models = WorkspaceModels(self.store, self.user_name)
+        self.permissions = Permissions(self.store, self.user_name, legacy_model_ids=self.workspace_models.creator)
+        self.workspace_models.permissions = self.permissions
         self.grants = Grants(self.store, self.models.exists)
         self.models.grants = self.grants
         self.jobs.permissions = self.permissions
@@ -329,6 +332,16 @@ class LocalWorkspace:
             _Route("PUT", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.set_alias),
             _Route("GET", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.get_by_alias),
             _Route("DELETE", rf"{base}/{fn}/aliases/(?P<alias>[^/]+)", m.delete_alias),
+        ]
+        reg = self.workspace_models
+        rm = r"/api/2\.0/mlflow/registered-models"
+        r += [
+            _Route("POST", rf"{rm}/create", reg.create), _Route("GET", rf"{rm}/get", reg.get),
+            _Route("GET", r"/api/2\.0/mlflow/databricks/registered-models/get", reg.get_databricks),
+            _Route("PATCH", rf"{rm}/update", reg.update), _Route("POST", rf"{rm}/rename", reg.rename),
+            _Route("DELETE", rf"{rm}/delete", reg.delete), _Route("POST", rf"{rm}/set-tag", reg.set_tag),
+            _Route("DELETE", rf"{rm}/delete-tag", reg.delete_tag), _Route("GET", rf"{rm}/search", reg.search),
+            _Route("GET", rf"{rm}/list", reg.search),
         ]
         p = self.permissions
         obj = r"/api/2\.0/permissions/(?P<object_type>[a-z-]+)/(?P<object_id>[^/]+)"

@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS model_versions (
     doc TEXT NOT NULL,
     PRIMARY KEY (full_name, version)
 );
+CREATE TABLE IF NOT EXISTS workspace_models (name TEXT PRIMARY KEY, model_id TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS acls (object_key TEXT PRIMARY KEY, doc TEXT NOT NULL);   -- jobs/<id>, ...
 CREATE TABLE IF NOT EXISTS grants (securable TEXT PRIMARY KEY, doc TEXT NOT NULL);  -- function/<full name>
 CREATE TABLE IF NOT EXISTS tokens (
