@@ -248,3 +248,28 @@ def test_without_unity_catalog_the_model_is_a_workspace_registry_model(deploy, w
     assert sorted(m.name for m in w.model_registry.list_models()) == ["prod-taxi_fare-model"]
     with pytest.raises(errors.NotFound):
         w.model_registry.get_permissions(model.id)
+
+
+def test_a_workspace_model_created_but_never_recorded_is_adopted(deploy, w, stack):
+    """The narrowest window of an interrupted deploy: the model exists, the state never heard of it."""
+    import base64
+
+    from databricks.sdk.service.workspace import ImportFormat
+
+    root = stack["root"]
+    shutil.copy(FIXTURE / "variants/ml-artifacts-resource.workspace-registry.yml",
+                root / "resources/ml-artifacts-resource.yml")
+    assert deploy(root=root).code == 0
+    root_path = f"/Workspace/Users/{USER}/.bundle/taxi_fare/staging"
+    state = read_state(w, root_path)
+    entry = state["resources"]["models"].pop("model")
+    state["pending"]["models.model"] = {"name": entry["name"], "dkey": "unused", "since": "now"}
+    w.workspace.import_(f"{root_path}/state/deployment.json", overwrite=True, format=ImportFormat.AUTO,
+                        content=base64.b64encode(json.dumps(state).encode()).decode())
+    result = deploy(root=root)
+    assert result.code == 0, result.stderr
+    assert "adopted models.model" in result.stderr
+    assert [m.name for m in w.model_registry.list_models()] == ["staging-taxi_fare-model"]
+    model_id = w.model_registry.get_model("staging-taxi_fare-model").registered_model_databricks.id
+    assert acl(w, "registered-models", model_id) == {USER: "CAN_MANAGE", "users": "CAN_READ"}
+    assert read_state(w, root_path)["resources"]["models"]["model"]["acl"]
