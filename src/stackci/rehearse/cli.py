@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import click
@@ -142,6 +143,7 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
     rehearsal = flow.Rehearsal(app, opts, box, name)
     failed = None
     interrupted = False
+    stopping = None
     try:
         with sb.process_environ(sb.scrubbed_environ(app.environ, box)):
             try:
@@ -150,7 +152,10 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
                 interrupted = True
                 failed = next((s for s in rehearsal.stages if s.result == flow.INTERRUPTED), None)
             finally:
-                rehearsal.stop()
+                # the workspace's serve loop takes up to a tenth of a second to notice a stop: the
+                # report is printed and the checkouts are removed meanwhile
+                stopping = threading.Thread(target=rehearsal.stop, name="stackci-rehearse-stop")
+                stopping.start()
     finally:
         url = rehearsal.workspace.url if rehearsal.workspace is not None else ""
         report(app, rehearsal, name, failed, interrupted, url, output)
@@ -161,8 +166,10 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
                 logger.info("serve the workspace again (the links above work again on the same port):\n"
                             "  stackci workspace serve --data-dir %s --port %s", box.data_dir,
                             rehearsal.workspace.port)
+            if stopping is not None:
+                stopping.join()
         else:
-            box.remove()
+            box.remove(until=stopping.join if stopping is not None else None)
     if interrupted:
         raise Interrupted("the rehearsal was interrupted" + (f" during {failed.title}" if failed else ""))
     if failed is not None:

@@ -40,10 +40,12 @@ WARM = ("requests", "yaml", "databricks.sdk", "databricks.sdk.service.jobs", "da
         "stackci.release.cli", "stackci.hosting")
 #: what the local workspace says when a task needs what only a Databricks cluster has
 LOCAL_ONLY_MARKERS = ("not available in the stackci local workspace", "cells need Spark", "on a Spark driver")
-#: how often runs are polled during a rehearsal: the local workspace answers in milliseconds and
-#: has no rate limit, so a run is seen ending within a tenth of a second (CI keeps the waiter's
-#: default ramp to 15 s, which spares a real workspace's API)
-LOCAL_POLL = (0.1, 0.25)
+#: how runs are polled during a rehearsal: every LOCAL_POLL[0] s for the first LOCAL_POLL[2] polls
+#: after the run starts or one of its tasks ends, then every LOCAL_POLL[1] s. The local workspace
+#: answers a runs/get in about a millisecond and has no rate limit, so a short task is seen ending
+#: within ~20 ms, and a long one costs ten calls a second (CI keeps the waiter's default ramp to
+#: 15 s, which spares a real workspace's API)
+LOCAL_POLL = (0.02, 0.1, 50)
 
 
 class Background:
@@ -338,7 +340,7 @@ class Rehearsal:
         from ..runs.wait import Schedule, use_schedule
 
         try:
-            with use_schedule(Schedule(ramp=(LOCAL_POLL[0],) * 20, max_interval=LOCAL_POLL[1])):
+            with use_schedule(Schedule(ramp=(LOCAL_POLL[0],) * LOCAL_POLL[2], max_interval=LOCAL_POLL[1])):
                 return self._run()
         finally:
             if self.warm is not None:
@@ -521,11 +523,15 @@ class Rehearsal:
             stage.links.append((f"{self.opts.smoke_job} run", out["run-url"]))
 
     def stop(self) -> None:
-        if self.workspace is None and self.warm is not None:
-            self.warm.ready.wait(30)        # interrupted while it started: stop it all the same
-            self.workspace = self.warm.workspace
-        if self.workspace is not None:
-            self.workspace.stop()
+        """Stop the local workspace (its running tasks are killed); never raises."""
+        try:
+            if self.workspace is None and self.warm is not None:
+                self.warm.ready.wait(30)        # interrupted while it started: stop it all the same
+                self.workspace = self.warm.workspace
+            if self.workspace is not None:
+                self.workspace.stop()
+        except Exception as exc:  # the rehearsal's outcome is what the user must see
+            logger.warning("could not stop the local workspace cleanly: %s", exc)
 
 
 def _json(text: str | None) -> dict:

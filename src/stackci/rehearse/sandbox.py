@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from .. import log
 from ..errors import ConfigError, RunFailed
@@ -242,8 +242,11 @@ class Sandbox:
             if ignored:
                 dropped = set(ignored.split("\0"))
                 files = [f for f in files if f not in dropped]
-        git(self.origin, "fast-import", "--quiet", "--date-format=now", "--done", input=fast_import_stream(
-            self.project, files, f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})"))
+        # one pack (fast-import explodes fewer than 100 objects into loose files by default): every
+        # clone then links two files instead of one per object, and there is less to remove
+        git(self.origin, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--date-format=now", "--done",
+            input=fast_import_stream(self.project, files,
+                                     f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})"))
         return files
 
     def clone(self, name: str, branch: str) -> Path:
@@ -273,10 +276,25 @@ class Sandbox:
             refs[parts[0]] = parts[2] if len(parts) > 2 else parts[1]
         return refs
 
-    def remove(self) -> None:
-        if self.created:
-            shutil.rmtree(self.base, ignore_errors=True)
-            self.created = False
+    def remove(self, until: Callable[[], None] | None = None) -> None:
+        """Remove everything; with ``until``, first all but the workspace's data, then (once
+        ``until()`` returns: the workspace has stopped) the rest."""
+        if not self.created:
+            return
+        if until is not None:
+            try:
+                entries = list(self.base.iterdir())
+            except OSError:
+                entries = []
+            for entry in entries:
+                if entry != self.data_dir:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            until()
+        shutil.rmtree(self.base, ignore_errors=True)
+        self.created = False
 
     def shown(self, path: str | None) -> str | None:
         """A path inside a CI clone, shown as the same file of the user's project."""
