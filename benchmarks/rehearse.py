@@ -23,6 +23,11 @@ stackci's time is a fixed cost. The target applies to the project as it is (scal
 Prints the medians per run, and per stage the wall time, the user's part of it and stackci's
 (plus start-up before the first stage and the report, clean-up and exit after the last);
 exits 1 when the target is missed.
+
+A control keeps the split honest: stackci imports databricks-sdk and starts the local workspace
+in the background while the user's pytest runs, and on a busy machine that slows the tests.
+After every run the same pytest command runs alone in a fresh copy of the project; the report
+shows both times and the share stackci would have if the difference were counted as its own.
 """
 
 from __future__ import annotations
@@ -184,10 +189,26 @@ def one_run(project: Path, cache: Path, tmp: Path, n: int) -> dict:
     rows["between stages"] = ((last - first) - inside, within(users, first, last) - sum(
         within(users, a, b) for a, b in windows.values()))
     rows["report, clean-up, exit"] = (ended - last, within(users, last, ended))
-    return {"wall": wall, "tests": tests, "jobs": jobs, "user": user, "stackci": wall - user,
+    alone = tests_alone(project, next(r["argv"] for r in records if kind(r["argv"]) == "tests"), tmp)
+    return {"wall": wall, "tests": tests, "jobs": jobs, "user": user, "stackci": wall - user, "alone": alone,
             "processes": len(records), "task_processes": len(by_kind["jobs"]),
             "git": sum(1 for r in records if Path(r["argv"][0]).name == "git"), "rows": rows,
             "stages": {s["title"]: s["duration"] for s in report["stages"]}}
+
+
+def tests_alone(project: Path, argv: list[str], tmp: Path) -> float:
+    """The control: the same pytest command, right after the rehearsal, on its own in a fresh copy
+    of the project (no caches, as in the rehearsal's checkout). A rehearsal's pytest that takes
+    longer than this was slowed by what ran beside it (stackci's background work, or the machine)."""
+    import shutil
+
+    copy = tmp / "alone"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", ".stackci"))
+    argv = [f"--junitxml={tmp / 'alone.xml'}" if a.startswith("--junitxml=") else a for a in argv]
+    started = time.monotonic()
+    subprocess.run(argv, cwd=copy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.monotonic() - started
 
 
 def measure(project: Path, label: str, runs_wanted: int, cache: Path, tmp: Path) -> float:
@@ -210,6 +231,11 @@ def measure(project: Path, label: str, runs_wanted: int, cache: Path, tmp: Path)
                         ("stackci itself (everything else)", own)):
         print(f"  {name:34} {value:8.2f} {value / wall:8.0%}")
     print(f"\n  stackci : user = {own / user:.2f} : 1; stackci's share {own / wall:.0%}")
+    slowed = statistics.median(max(0.0, r["tests"] - r["alone"]) for r in runs)
+    print(f"  control: the same pytest alone took {med('alone'):.2f} s (in the rehearsal {med('tests'):.2f} s); "
+          f"counting the difference as stackci's, its share is "
+          f"{statistics.median((r['stackci'] + max(0.0, r['tests'] - r['alone'])) / r['wall'] for r in runs):.0%}"
+          f" ({slowed:.2f} s)")
     print(f"\n  where the time goes (median seconds){'':8} {'wall':>6} {'user':>6} {'stackci':>8} {'of stackci':>10}")
     for name in runs[0]["rows"]:
         w = statistics.median(r["rows"][name][0] for r in runs)
