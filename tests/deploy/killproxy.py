@@ -72,7 +72,7 @@ def classify(method: str, path: str, body: bytes) -> str:
 class KillPoint:
     label: str        # e.g. "create job"
     nth: int          # the n-th request with this label in the deploy (1-based)
-    phase: str        # "before" | "after"
+    phase: str        # "before" | "after" | "refuse" (answer 400 instead, kill nobody)
 
     def __str__(self) -> str:
         return f"{self.phase} {self.label} #{self.nth}"
@@ -160,6 +160,15 @@ class KillProxy:
             self.log.append(label)
             point = self._point
             hit = point is not None and point.label == label and point.nth == n
+        if hit and point.phase == "refuse":     # answered by the proxy with an error; nobody is killed
+            answer = json.dumps({"error_code": "INVALID_PARAMETER_VALUE",
+                                 "message": f"{label} refused by the test proxy"}).encode()
+            handler.send_response(400)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(answer)))
+            handler.end_headers()
+            handler.wfile.write(answer)
+            return
         if hit and point.phase == "before":
             self._kill(f"{label} #{n} (not sent)")
             handler.close_connection = True

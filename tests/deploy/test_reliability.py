@@ -419,3 +419,43 @@ def test_sigkill_around_permission_and_grant_requests_then_rerun_converges(ws, w
         assert state["pending"] == {} and state["resources"]["jobs"]["train"]["id"] == job.job_id
         assert all(e.get("acl") for kind in state["resources"].values() for e in kind.values())
         assert "0 created, 0 changed" in run_cli(args, env=env, platform="local").stderr
+
+
+def test_a_state_read_while_the_lock_is_taken_fails_inside_the_lock(deploy, w, small):
+    """The state is read while the lock file is read back: a state that cannot be used is still
+    reported (exit 1 for a damaged file, 2 for another bundle's) and the lock is released."""
+    import base64
+
+    from databricks.sdk.service.workspace import ImportFormat
+
+    root_path = f"/Workspace/Users/{USER}/.bundle/small/staging"
+    w.workspace.mkdirs(f"{root_path}/state")
+    for content, code, words in ((b"{not json", 1, "is not valid JSON"),
+                                 (json.dumps({"version": 1, "bundle": {"name": "other"}}).encode(), 2,
+                                  "belongs to bundle 'other', not 'small'")):
+        w.workspace.import_(f"{root_path}/state/deployment.json", content=base64.b64encode(content).decode(),
+                            format=ImportFormat.AUTO, overwrite=True)
+        result = deploy(root=small)
+        assert result.code == code, result.stderr
+        [error] = result.errors()
+        assert words in error.data
+        assert f"{root_path}/state/deploy.lock" not in tree(w, f"{root_path}/state")
+    assert jobs_by_name(w) == {}
+
+
+def test_the_last_state_write_refused_fails_the_deploy_and_releases_the_lock(env, small, run_cli, kill_proxy, w):
+    """The deploy's last state write goes out while the lock is read back for its release: when the
+    workspace refuses it, the deploy still fails (exit 1, saying so) and the lock is still released."""
+    args = ["deploy", "-t", "staging", "--project", str(small)]
+    assert run_cli(args, env=env, platform="local").code == 0
+    via_proxy = {**env, "DATABRICKS_HOST": kill_proxy.url, "STACKCI_HOST": kill_proxy.url}
+    kill_proxy.arm(KillPoint("write state", 1, "refuse"))   # a no-op deploy writes the state once, at the end
+    result = run_cli(args, env=via_proxy)
+    assert result.code == 1, result.stderr
+    [error] = result.errors()
+    assert "writing the deployment state" in error.data and "refused by the test proxy" in error.data
+    assert kill_proxy.log[-1] == "release lock"                  # deleted after the write was answered
+    state = f"{ROOT}/small/staging/state"
+    assert f"{state}/deploy.lock" not in tree(w, state)
+    kill_proxy.arm(None)
+    assert "0 created, 0 changed, 0 deleted, 4 unchanged" in run_cli(args, env=via_proxy, platform="local").stderr

@@ -68,6 +68,9 @@ class Engine:
         self.progress = progress
         self.kinds = handlers(client, record, bundle)
         self.store = StateStore(client, bundle.state_path)
+        self._early_state = None     # (state, error) read while the lock was taken
+        self.defer_last_write = False  # set by run_locked: the last state write overlaps the lock release
+        self._last_write = None
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -87,6 +90,15 @@ class Engine:
 
     # ------------------------------------------------------------------ reading
     def read_state(self) -> State:
+        early, self._early_state = self._early_state, None
+        if early is not None:        # read while the lock was read back (run_locked)
+            value, error = early
+            if error is not None:
+                raise error
+            return value
+        return self._read_state_now()
+
+    def _read_state_now(self) -> State:
         state = self.store.read()
         check_owner(state, self.bundle.name, self.bundle.target, self.store.path)
         return state
@@ -137,7 +149,10 @@ class Engine:
         self.apply_resources(state, plan, outcome)
         state.deployment = dict(self.record, status="complete")
         state.last_complete = dict(self.record)
-        self.store.write(state)
+        if self.defer_last_write:
+            self._last_write = state   # run_locked writes it while it reads the lock back
+        else:
+            self.store.write(state)
         return outcome
 
     def sync_files(self, state: State, plan: Plan, outcome: Outcome) -> None:
@@ -375,7 +390,11 @@ def run_locked(engine: Engine, command: str, force_lock: bool, body):
     also when the body fails or is interrupted (SIGTERM arrives as KeyboardInterrupt)."""
     lock = engine.lock(command)
     if lock is not None:
-        previous = lock.acquire(force=force_lock)
+        # the state is read while the lock file is read back, and the deploy's last state write
+        # goes out while it is read back before deletion: two round trips fewer, same protocol
+        previous = lock.acquire(force=force_lock, alongside=engine._read_state_now)
+        engine._early_state = lock.early      # the body's read_state() gets it (or its error)
+        engine.defer_last_write = True
         if previous is not None:
             from .lock import describe
             logger.warning("took the deployment lock from %s (--force-lock)", describe(previous))
@@ -387,9 +406,14 @@ def run_locked(engine: Engine, command: str, force_lock: bool, body):
         return result
     finally:
         if lock is not None:
+            last, engine._last_write = engine._last_write, None
+            engine.defer_last_write = False
+            write = (lambda: engine.store.write(last)) if last is not None else None
             try:
-                lock.release()
+                lock.release(alongside=write)
             except Exception as exc:  # never hide the original error behind a failed release
                 if not failed and isinstance(exc, RunFailed):
                     raise
                 logger.warning("could not release the deployment lock %s: %s", lock.path, exc)
+            if write is not None and not failed and lock.early is not None and lock.early[1] is not None:
+                raise lock.early[1]      # the last state write failed: the deploy did too

@@ -68,6 +68,7 @@ class DeployLock:
         self.path = f"{self.state_path.rstrip('/')}/{LOCK_FILE}"
         self.id = uuid.uuid4().hex
         self.held = False
+        self.early = None
 
     def _document(self) -> dict:
         now = time.time()
@@ -90,8 +91,14 @@ class DeployLock:
             doc = None
         return doc if isinstance(doc, dict) else {"user": "unreadable lock file"}
 
-    def acquire(self, force: bool = False) -> dict | None:
-        """Take the lock; returns the previous holder when ``force`` took it from someone."""
+    def acquire(self, force: bool = False, alongside=None) -> dict | None:
+        """Take the lock; returns the previous holder when ``force`` took it from someone.
+
+        ``alongside()`` (reading the state, say) runs while the lock file is read back, once the
+        lock file was written: it saves a round trip and changes nothing about the protocol, as
+        its result is only used when the read-back shows the lock is ours (else it is dropped).
+        Its result or exception is in :attr:`early` as ``(value, error)``.
+        """
         from databricks.sdk import errors
 
         content = json.dumps(self._document(), sort_keys=True).encode("utf-8")
@@ -110,20 +117,52 @@ class DeployLock:
                     from None
             previous = holder
             import_file(self.client, self.path, content, overwrite=True)
-        holder = self.read()
+        holder = self._read_back(alongside)
         if holder is None or holder.get("id") != self.id:
+            self.early = None
             raise LockHeld(f"the deployment lock of target {self.target!r} was taken by "
                            f"{describe(holder or {})} at the same moment",
                            hint="run again once that deploy has finished")
         self.held = True
         return previous
 
-    def release(self) -> None:
-        """Delete the lock file if it is still ours (someone may have forced it away)."""
+    def _read_back(self, alongside) -> dict | None:
+        self.early = None
+        if alongside is None:
+            return self.read()
+        import threading
+
+        box: list = []
+
+        def run() -> None:
+            try:
+                box.append((alongside(), None))
+            except BaseException as exc:  # handed to whoever uses the result, inside the lock's try
+                box.append((None, exc))
+
+        worker = threading.Thread(target=run, name="stackci-lock-alongside", daemon=True)
+        worker.start()
+        try:
+            return self.read()
+        finally:
+            worker.join()
+            self.early = box[0] if box else None
+
+    def release(self, alongside=None) -> None:
+        """Delete the lock file if it is still ours (someone may have forced it away).
+
+        ``alongside()`` (the deploy's last state write) runs while the lock file is read back, and
+        is finished before the lock file is deleted; its result or exception is in :attr:`early`."""
         if not self.held:
+            self.early = None
+            if alongside is not None:
+                try:
+                    self.early = (alongside(), None)
+                except Exception as exc:
+                    self.early = (None, exc)
             return
         self.held = False
-        holder = self.read()
+        holder = self._read_back(alongside)
         if holder is not None and holder.get("id") == self.id:
             delete_path(self.client, self.path)
         elif holder is not None:

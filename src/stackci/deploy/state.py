@@ -133,9 +133,17 @@ class StateStore:
         return State.from_json(doc, self.path)
 
     def write(self, state: State) -> None:
+        from databricks.sdk.errors import DatabricksError
+
         state.serial += 1
         content = json.dumps(state.to_json(), indent=1, sort_keys=True).encode("utf-8")
-        import_file(self.client, self.path, content, overwrite=True)
+        try:
+            import_file(self.client, self.path, content, overwrite=True)
+        except DatabricksError as exc:
+            code = getattr(exc, "error_code", None) or type(exc).__name__
+            raise RunFailed(f"writing the deployment state {self.path} failed: {code}: {' '.join(str(exc).split())}",
+                            hint="deploy again: what was applied is in the workspace and the next deploy finds "
+                                 "it (jobs by their deployment tag, files by content)") from None
         state.exists = True
         self.writes += 1
 
