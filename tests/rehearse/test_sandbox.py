@@ -92,3 +92,12 @@ def test_a_failing_git_says_which_command_failed(project, tmp_path):
 
     with pytest.raises(RunFailed, match=r"git clone -q failed in .*work: fatal: Remote branch no-such-branch not found"):
         box.clone("ci-x", "no-such-branch")
+
+
+def test_a_file_bigger_than_one_piece_arrives_whole(tmp_path):
+    root = tmp_path / "project"
+    blob = os.urandom((3 << 20) + 123)             # fed to git in 1 MiB pieces
+    write(root, {"databricks.yml": b"bundle:\n  name: b\n", "model/weights.bin": blob})
+    box = sb.Sandbox.make(root, tmp_path / "work")
+    box.create_repositories("b")
+    assert tree(box.origin, f"refs/heads/{sb.FEATURE_BRANCH}")["model/weights.bin"] == ("100644", blob)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from .. import log
 from ..errors import ConfigError, RunFailed
@@ -121,23 +121,32 @@ def fast_import_path(rel: str) -> bytes:
     return bytes(out + b'"')
 
 
-def fast_import_stream(project: Path, files: list[str], feature_message: str) -> bytes:
-    """Two commits for ``git fast-import``: an empty ``main`` and the feature branch on top of it
-    with every file of ``files`` (executable bits kept)."""
+def fast_import_stream(project: Path, files: list[str], feature_message: str) -> Iterator[bytes]:
+    """Two commits for ``git fast-import``, in pieces: an empty ``main`` and the feature branch on
+    top of it with every file of ``files`` (executable bits kept; big files in 1 MiB pieces)."""
     who = f"{IDENTITY[0]} <{IDENTITY[1]}> now".encode()
 
     def data(text: bytes) -> bytes:
         return b"data %d\n" % len(text) + text + b"\n"
 
-    parts = [b"commit refs/heads/main\nmark :1\ncommitter " + who + b"\n" + data(b"chore: initial commit\n"),
-             b"commit refs/heads/" + FEATURE_BRANCH.encode() + b"\nmark :2\ncommitter " + who + b"\n"
-             + data(feature_message.encode() + b"\n") + b"from :1\n"]
+    yield b"commit refs/heads/main\nmark :1\ncommitter " + who + b"\n" + data(b"chore: initial commit\n")
+    yield (b"commit refs/heads/" + FEATURE_BRANCH.encode() + b"\nmark :2\ncommitter " + who + b"\n"
+           + data(feature_message.encode() + b"\n") + b"from :1\n")
     for rel in files:
-        path = project / rel
-        mode = b"100755" if os.stat(path).st_mode & 0o111 else b"100644"
-        parts.append(b"M " + mode + b" inline " + fast_import_path(rel) + b"\n" + data(path.read_bytes()))
-    parts.append(b"done\n")
-    return b"".join(parts)
+        with open(project / rel, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            mode = b"100755" if info.st_mode & 0o111 else b"100644"
+            yield b"M " + mode + b" inline " + fast_import_path(rel) + b"\ndata %d\n" % info.st_size
+            left = info.st_size
+            while left:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    raise RunFailed(f"{project / rel} changed while the rehearsal copied it",
+                                    hint="run the rehearsal again when nothing writes to the project")
+                left -= len(chunk)
+                yield chunk
+            yield b"\n"
+    yield b"done\n"
 
 
 # --------------------------------------------------------------------------- git
@@ -150,6 +159,28 @@ class Git:
             raise ConfigError("git is not installed", hint="install git; the rehearsal uses real repositories")
         self.env = {**os.environ, "GIT_CONFIG_GLOBAL": str(config), "GIT_CONFIG_NOSYSTEM": "1",
                     "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+    def feed(self, cwd: Path, *args: str, chunks: Iterable[bytes]) -> None:
+        """``git ARGS`` reading ``chunks`` on its standard input (never all in memory at once)."""
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([self.exe, *args], cwd=cwd, env=self.env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                assert proc.stdin is not None
+                with proc.stdin:
+                    for chunk in chunks:
+                        proc.stdin.write(chunk)
+            except BrokenPipeError:   # git stopped reading: its error says why
+                pass
+            except BaseException:     # nothing half-written stays: git is stopped before its refs move
+                proc.kill()
+                proc.wait()
+                raise
+            proc.wait()
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+        if proc.returncode != 0:
+            raise RunFailed(f"git {' '.join(args[:2])} failed in {cwd}: {' '.join(stderr.split())[:400]}")
 
     def __call__(self, cwd: Path, *args: str, input: bytes | None = None, ok: tuple[int, ...] = (0,)) -> str:
         proc = subprocess.run([self.exe, *args], cwd=cwd, env=self.env, capture_output=True, input=input)
@@ -244,9 +275,9 @@ class Sandbox:
                 files = [f for f in files if f not in dropped]
         # one pack (fast-import explodes fewer than 100 objects into loose files by default): every
         # clone then links two files instead of one per object, and there is less to remove
-        git(self.origin, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--date-format=now", "--done",
-            input=fast_import_stream(self.project, files,
-                                     f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})"))
+        message = f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})"
+        git.feed(self.origin, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--date-format=now",
+                 "--done", chunks=fast_import_stream(self.project, files, message))
         return files
 
     def clone(self, name: str, branch: str) -> Path:
