@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 
-from stackci.workspace.api import ApiError, Request, invalid, malformed, not_found, typed
+from stackci.workspace.api import Request, invalid, malformed, not_found, typed
 from stackci.workspace.store import Store
 
 _PRINCIPAL_FIELDS = ("user_name", "group_name", "service_principal_name")
