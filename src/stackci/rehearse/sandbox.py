@@ -204,6 +204,10 @@ GITCONFIG = f"""[user]
 \tautocrlf = false
 [advice]
 \tdetachedHead = false
+[fastimport]
+\t# one pack (fast-import explodes fewer than 100 objects into loose files by default): every clone
+\t# then links two files instead of one per object, and there is less to remove
+\tunpackLimit = 0
 """
 
 
@@ -273,11 +277,9 @@ class Sandbox:
             if ignored:
                 dropped = set(ignored.split("\0"))
                 files = [f for f in files if f not in dropped]
-        # one pack (fast-import explodes fewer than 100 objects into loose files by default): every
-        # clone then links two files instead of one per object, and there is less to remove
         message = f"feat: add {bundle_name} (copied by stackci rehearse from {self.project})"
-        git.feed(self.origin, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--date-format=now",
-                 "--done", chunks=fast_import_stream(self.project, files, message))
+        git.feed(self.origin, "fast-import", "--quiet", "--date-format=now", "--done",
+                 chunks=fast_import_stream(self.project, files, message))
         return files
 
     def clone(self, name: str, branch: str) -> Path:
