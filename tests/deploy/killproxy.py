@@ -73,6 +73,7 @@ class KillPoint:
     label: str        # e.g. "create job"
     nth: int          # the n-th request with this label in the deploy (1-based)
     phase: str        # "before" | "after" | "refuse" (answer 400 instead, kill nobody)
+    #                   | "sigterm" (send SIGTERM, then forward this request and all later ones)
 
     def __str__(self) -> str:
         return f"{self.phase} {self.label} #{self.nth}"
@@ -169,6 +170,16 @@ class KillProxy:
             handler.end_headers()
             handler.wfile.write(answer)
             return
+        if hit and point.phase == "sigterm":   # a cancelled CI job: the process gets SIGTERM mid-request
+            self._pid_set.wait(30)
+            with self._lock:
+                self.killed = f"{label} #{n} (SIGTERM, then forwarded)"
+            if self._pid is not None:
+                try:
+                    os.kill(self._pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            hit = False
         if hit and point.phase == "before":
             self._kill(f"{label} #{n} (not sent)")
             handler.close_connection = True

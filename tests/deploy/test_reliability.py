@@ -277,19 +277,28 @@ def test_sigkill_at_chosen_points_then_rerun_converges(ws, w, env, tmp_path, run
     assert adopted_after_create == sum(p.label == "create job" and p.phase == "after" for _, p in points)
 
 
-def test_sigterm_releases_the_lock_and_exits_130(ws, w, env, small):
-    ws.set_faults({"rate": 1.0, "kinds": ["latency"], "latency_ms": 40})
-    proc = cli_subprocess(["deploy", "-t", "staging", "--project", str(small)], env)
-    deadline = time.monotonic() + 30
-    lock = f"{ROOT}/small/staging/state/deploy.lock"
-    while time.monotonic() < deadline and ws.faults.status()["matched"] < 12:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
-    ws.set_faults(None)
+def test_sigterm_releases_the_lock_and_exits_130(ws, w, env, small, kill_proxy, run_cli):
+    """SIGTERM (a cancelled CI job) arrives while the deploy creates its second job: exit 130,
+    the lock released, the state recording what was applied, and a re-run converges."""
+    via_proxy = {**env, "DATABRICKS_HOST": kill_proxy.url, "STACKCI_HOST": kill_proxy.url}
+    args = ["deploy", "-t", "staging", "--project", str(small)]
+    kill_proxy.arm(KillPoint("create job", 2, "sigterm"))
+    proc = cli_subprocess(args, via_proxy)
+    kill_proxy.watch(proc.pid)
+    out, err = proc.communicate(timeout=60)
+    assert kill_proxy.killed, f"the deploy never created a second job: {kill_proxy.log}"
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    assert lock not in tree(w, f"{ROOT}/small/staging/state")
+    assert "4 created" not in err                       # it stopped part-way
+    state_dir = f"{ROOT}/small/staging/state"
+    assert f"{state_dir}/deploy.lock" not in tree(w, state_dir)
+    recorded = read_state(w, f"{ROOT}/small/staging")["resources"].get("jobs", {})
+    held = jobs_by_name(w)
+    assert {e["id"] for e in recorded.values()} <= {j.job_id for v in held.values() for j in v}
+    kill_proxy.arm(None)
+    again = run_cli(args, env=via_proxy, platform="local")       # no --force-lock: the lock was released
+    assert again.code == 0, again.stderr
+    assert {name: len(v) for name, v in jobs_by_name(w).items()} == {"small-a": 1, "small-b": 1, "small-c": 1}
 
 
 def test_a_held_lock_names_its_holder_and_force_lock_takes_it(deploy, w, small):
