@@ -81,6 +81,23 @@ def run_cli(tmp_path, capsys):
 
 
 @pytest.fixture
+def ws(tmp_path):
+    """A local workspace of its own for the test (folders may override it, e.g. with OAuth)."""
+    from stackci.workspace import LocalWorkspace
+
+    with LocalWorkspace(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+def w(ws):
+    """databricks-sdk on ``ws``."""
+    from workspace_views import sdk_client
+
+    return sdk_client(ws)
+
+
+@pytest.fixture
 def make_project(tmp_path):
     """A tiny pytest project; ``files`` maps relative paths to contents."""
     def make(files: dict[str, str], name="proj") -> Path:

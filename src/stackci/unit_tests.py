@@ -12,8 +12,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from conftest import NOTEBOOK  # type: ignore[import-not-found]
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
 
 
 def bundle(host: str) -> dict[str, str]:

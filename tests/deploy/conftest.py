@@ -16,25 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from workspace_views import tree  # noqa: F401 - re-exported to the tests of this folder
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "project"
 USER = "local-user@stackci.local"
 NOTEBOOK = "# Databricks notebook source\n"
-
-
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
-
-
-@pytest.fixture
-def w(ws):
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-
-    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=10))
 
 
 @pytest.fixture
@@ -130,23 +116,6 @@ def jobs_by_name(w) -> dict[str, list]:
     for job in w.jobs.list():
         full = w.jobs.get(job.job_id)
         out.setdefault(full.settings.name, []).append(full)
-    return out
-
-
-def tree(w, path: str) -> dict[str, str]:
-    """Every object under ``path``: workspace path → object type (empty when the folder is missing)."""
-    from databricks.sdk import errors
-
-    out: dict[str, str] = {}
-    try:
-        objects = list(w.workspace.list(path))
-    except (errors.NotFound, errors.ResourceDoesNotExist):
-        return out
-    for obj in objects:
-        kind = obj.object_type.value
-        out[obj.path] = kind
-        if kind == "DIRECTORY":
-            out.update(tree(w, obj.path))
     return out
 
 

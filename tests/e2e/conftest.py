@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import venv
 from dataclasses import dataclass
 from pathlib import Path

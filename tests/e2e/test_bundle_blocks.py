@@ -11,11 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.core import Config
 from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
@@ -31,17 +28,8 @@ PROD_ROOT = "/Workspace/Shared/.bundle/churn_model/prod"
 JOB_KEYS = ["batch_inference_job", "model_training_job"]
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
 
 
-@pytest.fixture
-def w(ws):
-    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=10))
 
 
 def workspace_files(w, root: str) -> dict[str, str]:

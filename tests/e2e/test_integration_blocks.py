@@ -13,8 +13,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.core import Config
 from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
@@ -35,17 +33,8 @@ FAILING = {"databricks.yml": (EXAMPLE / "databricks.yml").read_text().replace(
     'default: "0.7"', 'default: "1.5"')}
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
 
 
-@pytest.fixture
-def w(ws):
-    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=10))
 
 
 def nothing_left(w, target: str) -> bool:

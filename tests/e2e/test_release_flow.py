@@ -147,12 +147,6 @@ def run_act(act_env, tmp_path, cwd: Path, workflow: str, event: str, payload: di
     return ActRun(proc.returncode, proc.stdout + proc.stderr, tmp_path / "act-cache")
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
 
 
 def test_release_then_cd_prod_cuts_publishes_dispatches_and_deploys(act_env, tmp_path, repos, ws):

@@ -8,8 +8,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.core import Config
 from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat
 
@@ -47,17 +45,8 @@ jobs:
 """
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
 
 
-@pytest.fixture
-def w(ws):
-    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat"))
 
 
 def make_job(w, name: str, fail: bool) -> int:

@@ -6,22 +6,6 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
-
-
-@pytest.fixture
-def w(ws):
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-
-    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat", retry_timeout_seconds=20))
-
-
 #: the CI ids of whatever runs this suite must not leak into a test's step (blank = unset)
 NOT_IN_CI = {"GITHUB_RUN_ID": "", "GITHUB_RUN_ATTEMPT": "", "GITHUB_JOB": "", "GITHUB_REF": "",
              "GITHUB_EVENT_PATH": "", "BUILD_BUILDID": "", "SYSTEM_JOBATTEMPT": "",

@@ -18,6 +18,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from workspace_views import tree  # noqa: F401 - re-exported to the tests of this folder
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "project"
 USER = "local-user@stackci.local"
 BUNDLE_ROOT = f"/Workspace/Users/{USER}/.bundle/churn_model"
@@ -95,22 +97,6 @@ def jobs_by_name(w) -> dict[str, object]:
     """Every job in the workspace: name → full job, read through the SDK."""
     return {full.settings.name: full for full in (w.jobs.get(j.job_id) for j in w.jobs.list())}
 
-
-def tree(w, path: str) -> dict[str, str]:
-    """Every object under ``path``: workspace path → object type (empty when the folder is missing)."""
-    from databricks.sdk import errors
-
-    out: dict[str, str] = {}
-    try:
-        objects = list(w.workspace.list(path))
-    except (errors.NotFound, errors.ResourceDoesNotExist):
-        return out
-    for obj in objects:
-        kind = obj.object_type.value
-        out[obj.path] = kind
-        if kind == "DIRECTORY":
-            out.update(tree(w, obj.path))
-    return out
 
 
 def experiment_exists(w, name: str) -> bool:

@@ -8,7 +8,6 @@ import json
 import signal
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 

@@ -11,11 +11,8 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
-from databricks.sdk import WorkspaceClient
-from databricks.sdk.core import Config
 from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat
 
@@ -25,17 +22,8 @@ from stackci.runs.wait import Schedule, Waiter
 BASE = "/Workspace/Shared/smoke"
 
 
-@pytest.fixture
-def ws(tmp_path):
-    from stackci.workspace import LocalWorkspace
-
-    with LocalWorkspace(tmp_path / "data") as server:
-        yield server
 
 
-@pytest.fixture
-def w(ws):
-    return WorkspaceClient(config=Config(host=ws.url, token=ws.token, auth_type="pat"))
 
 
 @pytest.fixture
@@ -81,9 +69,9 @@ def test_a_passing_job(run_cli, w, env, smoke_job, tmp_path):
 
 
 def test_a_failing_task_is_reported_with_its_trace(run_cli, w, env, smoke_job):
-    job = w.jobs.create(name="smoke", tasks=[task("extract", smoke_job["ok"]),
-                                             task("validate", smoke_job["boom"], deps=["extract"]),
-                                             task("publish", smoke_job["ok"], deps=["validate"])])
+    w.jobs.create(name="smoke", tasks=[task("extract", smoke_job["ok"]),
+                                       task("validate", smoke_job["boom"], deps=["extract"]),
+                                       task("publish", smoke_job["ok"], deps=["validate"])])
     result = run_cli(["run-job", "--job-name", "smoke"], env=env)
     assert result.code == 1
     assert result.outputs["result"] == "failed"

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-from databricks.sdk import WorkspaceClient, errors
+from databricks.sdk import WorkspaceClient
 from databricks.sdk.core import Config
 
 from stackci.workspace import LocalWorkspace

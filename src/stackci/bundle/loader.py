@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
 from . import schema
-from .nodes import Location, Node, from_plain, load_file, path_text
+from .nodes import Location, Node, from_plain
 from .refs import has_reference
 
 ROOT_FILES = ("databricks.yml", "databricks.yaml", "bundle.yml", "bundle.yaml")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -279,7 +279,6 @@ def load_file(path: Path, shown: str) -> Node:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = " ".join(str(exc.problem or exc.context or "malformed YAML").split())
-        where = f"{shown}:{line}" if line else shown
         raise ConfigError(f"invalid YAML: {problem}",
                           hint="fix the YAML syntax at that line (indentation, quotes, a missing ':')",
                           file=shown, line=line) from None

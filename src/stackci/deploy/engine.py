@@ -20,7 +20,7 @@ from .files import FileChange, Syncer
 from .lock import DeployLock
 from .plan import Plan, ResourceChange, make_plan
 from .resources import DELETE_ORDER, Gone, Resolver, body_hash, handlers, resolve, singular
-from .state import State, StateStore, check_owner, delete_path
+from .state import State, StateStore, check_owner
 
 logger = log.get("deploy")
 

@@ -10,7 +10,7 @@ is the job's ``System.AccessToken``, which a step only sees when it is mapped:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import requests
 

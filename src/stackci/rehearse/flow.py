@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

@@ -20,7 +20,7 @@ from .. import log, markdown
 from ..context import App
 from ..errors import ConfigError
 from . import notes as release_notes
-from .git import Git, GitError, RemoteRef
+from .git import Git, RemoteRef
 from .versions import BUMPS, TagPattern, Version, check_prerelease_name, next_version
 
 logger = log.get("release")
