@@ -11,6 +11,7 @@ import signal
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+INTERRUPTED = "stopped by SIGINT or SIGTERM (a cancelled CI job or Ctrl-C)"
 
 
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised through subprocess tests
@@ -39,10 +40,14 @@ def main(argv: list[str] | None = None, *, app=None) -> int:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort:
-        platform.error("interrupted", title="stackci: interrupted")
+        platform.error(INTERRUPTED, title="stackci: interrupted")
         code = EXIT_INTERRUPTED
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:  # `stackci` alone: its help (click 8.2+)
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        code = EXIT_OK
     except click.ClickException as exc:  # usage errors: bad option values, missing arguments
-        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "stackci"
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx else _command_path(sys.argv[1:] if argv is None else argv)
         message = " ".join(exc.format_message().split())
         platform.error(f"{message} (see '{where} --help')", title="stackci: bad input")
         code = EXIT_CONFIG
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None, *, app=None) -> int:
         platform.error(exc.one_line(), title=exc.title, file=exc.file, line=exc.line)
         code = exc.exit_code
     except KeyboardInterrupt:
-        platform.error("interrupted", title="stackci: interrupted")
+        platform.error(INTERRUPTED, title="stackci: interrupted")
         code = EXIT_INTERRUPTED
     except Exception as exc:  # an unexpected error is still one line unless -v
         if app.verbose:
@@ -67,6 +72,19 @@ def main(argv: list[str] | None = None, *, app=None) -> int:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
     return code
+
+
+def _command_path(argv) -> str:
+    """``stackci <command> [<subcommand>]`` named by ``argv``, for errors click raised without a context."""
+    from .commands import COMMANDS
+
+    words = [a for a in argv if not a.startswith("-")]
+    path = ["stackci"]
+    if words and words[0] in COMMANDS:
+        path.append(words[0])
+        if words[0] == "workspace" and len(words) > 1 and words[1] == "serve":
+            path.append("serve")
+    return " ".join(path)
 
 
 def _fast_path(argv: list[str]) -> bool:

@@ -10,6 +10,18 @@ import click
 from . import __version__
 from .commands import COMMANDS, MAX_CONTENT_WIDTH, ROOT_HELP, VERBOSE_HELP, available
 
+def _show_envvars(command: click.Command) -> click.Command:
+    """Every option's ``--help`` line names its environment variable (``[env: STACKCI_TARGET]``):
+    that variable is how the actions and templates pass the option."""
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar:
+            param.show_envvar = True
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _show_envvars(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(available()))
@@ -25,7 +37,7 @@ class LazyGroup(click.Group):
             if exc.name and module_name.startswith(exc.name):
                 return None
             raise
-        return getattr(module, attr)
+        return _show_envvars(getattr(module, attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx) if name in COMMANDS]

@@ -113,3 +113,31 @@ def test_help_and_version_do_not_import_click():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "CLICK False" in result.stdout
+
+
+def test_every_subcommand_help_names_the_environment_variables():
+    for name in ("deploy", "integration-test", "rehearse", "workspace serve"):
+        result = stackci(*name.split(), "--help")
+        assert result.returncode == 0, result.stderr
+        entries: list[str] = []          # one option per entry: its first line and the wrapped ones
+        for line in result.stdout.split("Options:", 1)[1].splitlines():
+            if line.startswith("  -"):
+                entries.append(line)
+            elif entries and line.startswith("    "):
+                entries[-1] += " " + line.strip()
+        options = [" ".join(e.split()) for e in entries if not e.lstrip().startswith("-h, --help")]
+        assert options and all("[env var: STACKCI_" in e for e in options), (name, options)
+
+
+def test_no_command_prints_the_help_not_an_error():
+    for args, usage in (((), "Usage: stackci [OPTIONS] COMMAND"), (("workspace",), "Usage: stackci workspace")):
+        result = stackci(*args)
+        assert result.returncode == 0 and result.stdout.startswith(usage), result
+        assert "error" not in result.stderr
+
+
+def test_a_usage_error_points_at_the_subcommand_help():
+    result = stackci("deploy", "-t")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: stackci: bad input: Option '-t' requires an argument. (see 'stackci deploy --help')"]
