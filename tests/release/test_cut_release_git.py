@@ -75,6 +75,15 @@ def test_rerun_at_the_same_commit_is_success_and_pushes_nothing_new(release, rep
     assert again.outputs == first.outputs
     assert repo.remote_refs() == before
     assert "(exists)" in again.summary
+    assert [w.data for w in first.commands if w.name == "warning"] == []
+    # the bump was not applied: said once, as a warning and in the summary, still exit 0
+    warnings = [w.data for w in again.commands if w.name == "warning"]
+    assert len(warnings) == 1 and f"{repo.head()[:12]} is already released as v0.1.0: --bump minor was not " \
+        "applied" in warnings[0]
+    assert "--bump minor was not applied" in again.summary
+    patch = release("--bump", "patch", "--dry-run")
+    assert patch.code == 0 and patch.outputs["version"] == "0.1.0"
+    assert any("--bump patch was not applied" in w.data for w in patch.commands if w.name == "warning")
 
 
 def test_rerun_finishes_a_release_whose_tag_push_was_missing(release, repo):
@@ -194,6 +203,8 @@ def test_dry_run_pushes_nothing_and_creates_no_local_tag(release, repo):
     (["--bump", "patch", "--notes", "missing.md"], "no such file"),
     (["--bump", "patch", "--remote", "upstream"], "remote 'upstream' does not exist"),
     (["--bump", "sideways"], "sideways"),
+    (["--bump", "minor", "--repo", "/nonexistent/checkout"], "--repo '/nonexistent/checkout' does not exist"),
+    (["--bump", "minor", "--repo", "f0.txt"], "'f0.txt' is a file"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_pushed(release, repo, args, words):
     before = repo.remote_refs()

@@ -59,6 +59,7 @@ class Plan:
     tag_state: str = "create"             # create | exists
     notes: str = ""
     reused: bool = False                  # the commit was already released as this version
+    bump_ignored: bool = False            # --bump was not applied: the commit already carries the latest release
     release_url: str = ""
     done: list[str] = field(default_factory=list)
 
@@ -66,6 +67,10 @@ class Plan:
 # --------------------------------------------------------------------------- inputs
 def check_inputs(opts: Options) -> tuple[Version | None, TagPattern, TagPattern | None]:
     """Pure checks of the options: each failure is one line, exit 2, before git is touched."""
+    repo = Path(opts.repo)
+    if not repo.exists():
+        raise ConfigError(f"--repo {str(repo)!r} does not exist",
+                          hint="pass the folder of your project's git checkout (STACKCI_REPO), or run in it")
     if opts.bump and opts.version:
         raise ConfigError("give either --bump or --version, not both",
                           hint="--bump computes the next version from the tags; --version sets it")
@@ -189,25 +194,26 @@ def check_checkout(git: Git, opts: Options, platform: str) -> str:
 
 
 def choose_version(opts: Options, fixed: Version | None, tags: TagPattern, sha: str,
-                   known: dict[str, str]) -> tuple[Version, bool]:
-    """The version to release and whether ``sha`` already carries it (a re-run). ``known``: tag → commit."""
+                   known: dict[str, str]) -> tuple[Version, bool, bool]:
+    """The version to release, whether ``sha`` already carries it (a re-run), and whether that
+    means ``--bump`` was not applied (the latest release is at ``sha``). ``known``: tag → commit."""
     versions = {v: name for name, v in ((n, tags.match(n)) for n in known) if v is not None}
     latest = max(versions, default=None)
     if fixed is None and latest is not None and known[versions[latest]] == sha:
         same_kind = (latest.pre[:1] == (opts.prerelease,)) if opts.prerelease else not latest.is_prerelease
         if same_kind:
-            return latest, True
+            return latest, True, True
     version = next_version(versions, bump=opts.bump, version=fixed, prerelease=opts.prerelease)
     name = tags.format(version)
     if name in known:
         if known[name] == sha:
-            return version, True
+            return version, True, False
         raise ConfigError(f"tag {name} already exists at {known[name][:12]}, not at {sha[:12]}",
                           hint="choose another --version (a released version never moves)")
     if latest is not None and not version > latest:
         raise ConfigError(f"version {version} is not greater than the latest release {latest} "
                           f"(tag {versions[latest]})", hint="choose a greater --version or another --bump")
-    return version, False
+    return version, False, False
 
 
 def make_plan(git: Git, remote: Remote, opts: Options, fixed: Version | None, tags: TagPattern,
@@ -217,8 +223,8 @@ def make_plan(git: Git, remote: Remote, opts: Options, fixed: Version | None, ta
     for name, ref in remote_refs.items():
         if name.startswith("refs/tags/"):
             known[name[len("refs/tags/"):]] = ref.commit
-    version, reused = choose_version(opts, fixed, tags, sha, known)
-    plan = Plan(version=version, tag=tags.format(version), sha=sha, reused=reused,
+    version, reused, bump_ignored = choose_version(opts, fixed, tags, sha, known)
+    plan = Plan(version=version, tag=tags.format(version), sha=sha, reused=reused, bump_ignored=bump_ignored,
                 branch=branches.format(version) if branches else opts.release_branch)
     if plan.tag in known and known[plan.tag] == sha:
         on_remote = remote_refs.get(f"refs/tags/{plan.tag}")
@@ -302,9 +308,12 @@ def cut_release(app: App, opts: Options, *, transport=None) -> Plan:
         plan.notes = release_notes.render(git.log(rev_range), previous=plan.previous, compare_url=compare)
     else:
         plan.notes = Path(opts.notes).read_text(encoding="utf-8")
+    plan.notes = app.platform.redact(plan.notes)      # the tag message and the release body: never a secret
     progress.say(f"version {plan.version}: branch {plan.branch} ({plan.branch_state}), tag {plan.tag} "
                  f"({plan.tag_state})" + (" — this commit was already released; finishing what is missing"
                                           if plan.reused else ""))
+    if plan.bump_ignored:
+        app.platform.warning(bump_ignored_text(opts, plan), title="stackci: cut-release")
 
     if opts.dry_run:
         steps = []
@@ -317,7 +326,7 @@ def cut_release(app: App, opts: Options, *, transport=None) -> Plan:
         if opts.dispatch:
             steps.append(f"dispatch {opts.dispatch} on {plan.branch}")
         logger.info("dry run: would %s", "; ".join(steps) if steps else "change nothing (all exists)")
-        publish_results(app, plan, dry_run=True)
+        publish_results(app, plan, dry_run=True, opts=opts)
         return plan
 
     message = f"Release {plan.version}\n\n{plan.notes}"
@@ -336,13 +345,20 @@ def cut_release(app: App, opts: Options, *, transport=None) -> Plan:
     if opts.dispatch and github:
         github.dispatch_workflow(opts.dispatch, plan.branch)
         progress.say(f"dispatched {opts.dispatch} on {plan.branch}")
-    publish_results(app, plan, dry_run=False, dispatched=opts.dispatch)
+    publish_results(app, plan, dry_run=False, dispatched=opts.dispatch, opts=opts)
     logger.info("released %s at %s on %s%s", plan.tag, sha[:12], plan.branch,
                 f": {plan.release_url}" if plan.release_url else "")
     return plan
 
 
-def publish_results(app: App, plan: Plan, *, dry_run: bool, dispatched: str | None = None) -> None:
+def bump_ignored_text(opts: Options, plan: Plan) -> str:
+    what = f"--bump {opts.bump}" + (f" --prerelease {opts.prerelease}" if opts.prerelease else "")
+    return (f"{plan.sha[:12]} is already released as {plan.tag}: {what} was not applied, and {plan.tag} is "
+            f"reused (a re-run finishes that release); to release again, release a newer commit")
+
+
+def publish_results(app: App, plan: Plan, *, dry_run: bool, dispatched: str | None = None,
+                    opts: Options | None = None) -> None:
     for name, value in (("version", str(plan.version)), ("branch", plan.branch), ("tag", plan.tag),
                         ("sha", plan.sha), ("release-url", plan.release_url)):
         app.platform.set_output(name, value)
@@ -354,6 +370,8 @@ def publish_results(app: App, plan: Plan, *, dry_run: bool, dispatched: str | No
         rows.append(["Release", f"[{markdown.cell(plan.tag)}]({plan.release_url})"])
     if dispatched:
         rows.append(["Deploy", f"dispatched {markdown.code(dispatched)} on {markdown.code(plan.branch)}"])
+    if plan.bump_ignored and opts is not None:
+        rows.append(["Note", markdown.cell(bump_ignored_text(opts, plan))])
     app.platform.append_summary("\n".join([title, "", markdown.table(["", ""], rows), "", "#### Release notes", "",
                                            plan.notes]))
 

@@ -44,13 +44,6 @@ class Version:
         pre = tuple(int(p) if p.isdigit() else p for p in (match["pre"] or "").split(".") if p)
         return cls(int(match["major"]), int(match["minor"]), int(match["patch"]), pre, match["build"] or "")
 
-    @classmethod
-    def try_parse(cls, text: str) -> "Version | None":
-        try:
-            return cls.parse(text)
-        except ConfigError:
-            return None
-
     def __str__(self) -> str:
         text = f"{self.major}.{self.minor}.{self.patch}"
         if self.pre:
