@@ -265,3 +265,13 @@ def test_the_cli_runs_as_a_process_without_identity(repo, tmp_path):
     assert "released v0.1.0" in proc.stderr
     tagger = git(repo.origin, "tag", "-l", "--format=%(taggeremail)", "v0.1.0")
     assert tagger == "<stackci@noreply.invalid>"
+
+
+def test_a_secret_in_a_commit_message_stays_out_of_the_tag_and_summary(release, repo):
+    repo.commit("fix: rotate the token ghp_s3cretvalue0123456789 that was pasted here")
+    repo.push()
+    result = release("--bump", "minor", "--token", "ghp_s3cretvalue0123456789")
+    assert result.code == 0, result.stdout + result.stderr
+    message = repo.tag_message("v0.1.0")
+    assert "rotate the token *** that was pasted here" in message
+    assert "ghp_s3cretvalue0123456789" not in message + result.summary
