@@ -16,7 +16,9 @@ on something it did not understand):
   the pipeline variables as environment variables (``A.b`` → ``A_B``; secret variables such
   as ``System.AccessToken`` only where a step maps them in ``env:``) plus the step's
   ``env:``; step conditions ``succeeded()`` (default), ``succeededOrFailed()``,
-  ``always()``; logging commands ``task.setvariable`` (``isOutput`` → ``step.name``),
+  ``always()``; a cancel (``cancel_when``, checked while a step runs) sends SIGINT to that
+  step's process only, as the agent does, and later steps then run only with ``always()``;
+  logging commands ``task.setvariable`` (``isOutput`` → ``step.name``),
   ``task.prependpath``, ``task.logissue``, ``task.uploadsummary``, ``task.setsecret``;
 - tasks: ``UsePythonVersion@0`` puts a given interpreter first on PATH,
   ``PublishTestResults@2`` records the files that exist; ``checkout:``
@@ -27,9 +29,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -84,6 +89,11 @@ class Agent:
     published: list[Path] = field(default_factory=list)
     secrets: list[str] = field(default_factory=list)
     failed: bool = False
+    canceled: bool = False
+    #: checked every 20 ms while a bash step runs; when it turns true the run is cancelled
+    cancel_when: Callable[[], bool] | None = None
+    exit_codes: dict[str, int] = field(default_factory=dict)   # step name -> exit code
+    ran: list[str] = field(default_factory=list)                 # steps that ran (name, else task)
     #: variables that, like secret variables on a real agent, never become environment variables
     secret_variables: set[str] = field(default_factory=lambda: {"System.AccessToken"})
 
@@ -207,9 +217,12 @@ class Agent:
                 raise Unsupported(f"condition {condition}")
             if self.failed and condition == "succeeded()":
                 continue
+            if self.canceled and condition != "always()":
+                continue
             name = step.get("name") or f"step{index}"
             if "checkout" in step:
                 continue
+            self.ran.append(step.get("name") or step.get("task") or name)
             if "bash" in step:
                 self._bash(name, step)
             elif step.get("task") == "UsePythonVersion@0":
@@ -226,9 +239,19 @@ class Agent:
         return self
 
     def _bash(self, name: str, step: dict) -> None:
-        proc = subprocess.run(["bash", "--noprofile", "--norc", "-c", step["bash"]], cwd=self.sources,
-                              env=self._env(step), capture_output=True, text=True, timeout=600)
-        output = proc.stdout + proc.stderr
+        proc = subprocess.Popen(["bash", "--noprofile", "--norc", "-c", step["bash"]], cwd=self.sources,
+                                env=self._env(step), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if self.cancel_when is not None and not self.canceled:
+            deadline = time.monotonic() + 600
+            while proc.poll() is None and time.monotonic() < deadline:
+                if self.cancel_when():
+                    self.canceled = True
+                    proc.send_signal(signal.SIGINT)   # the step's process, not its process group
+                    break
+                time.sleep(0.02)
+        stdout, stderr = proc.communicate(timeout=600)
+        self.exit_codes[name] = proc.returncode
+        output = stdout + stderr
         self.log.append((name, output))
         for cmd in parse_azure_log(output):
             if cmd.name == "task.setvariable":

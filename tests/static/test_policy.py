@@ -139,3 +139,46 @@ def test_third_party_actions_are_pinned_by_sha(path):
         if ref.startswith(("./", "OWNER/stackci/", "OWNER/stackci@")):
             continue
         assert re.search(r"@[0-9a-f]{40}$", ref), f"{path.name}: pin {ref} to a full commit SHA"
+
+
+# A cancelled job's runner signals only the step's own process (the shell): stackci must be
+# that process (exec), or the deploy never hears the cancel and its lock stays held.
+STACKCI_CALL = re.compile(r'^\s*(?:\w+="?\$?\w+"?\s+)*(?:exec\s+)?(?:"\$STACKCI_EXE"|stackci)\s+(?!--version)[a-z]', re.M)
+EXEC_CALL = re.compile(r'^\s*(?:\w+="?\$?\w+"?\s+)*exec\s+(?:"\$STACKCI_EXE"|stackci)\s')
+
+
+def _stackci_scripts():
+    for path in ACTIONS:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for step in _github_steps(doc):
+            if isinstance(step, dict) and isinstance(step.get("run"), str):
+                yield path, step["run"]
+    for path in AZURE:
+        for _key, body, _step in _azure_steps(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            yield path, body
+
+
+def _calls_without_exec(body: str) -> list[str]:
+    """Lines that start stackci as a child of the shell (a loop over several targets may,
+    when the script stops on the signal after the child: trap 'exit 130' INT TERM)."""
+    lines = [line for line in body.splitlines() if STACKCI_CALL.search(line) and not EXEC_CALL.match(line)]
+    return [] if lines and "trap 'exit 130' INT TERM" in body and any(EXEC_CALL.match(x) for x in
+                                                                         body.splitlines()) else lines
+
+
+@pytest.mark.parametrize("path", ACTIONS + AZURE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_stackci_is_the_steps_own_process(path):
+    for where, body in _stackci_scripts():
+        if where == path:
+            assert not _calls_without_exec(body), f"{path.name}: exec stackci so a cancel reaches it:\n{body}"
+
+
+def test_the_exec_rule_catches_a_missing_exec():
+    assert _calls_without_exec('"$STACKCI_EXE" deploy') == ['"$STACKCI_EXE" deploy']
+    assert _calls_without_exec("if [ -z x ]; then exit 2; fi\nstackci deploy\n") == ["stackci deploy"]
+    assert _calls_without_exec('exec "$STACKCI_EXE" deploy') == []
+    assert _calls_without_exec('STACKCI_TARGET="$1" exec stackci validate') == []
+    assert _calls_without_exec('bash "$GITHUB_ACTION_PATH/scripts/install-toolkit.sh"') == []
+    assert _calls_without_exec('"$STACKCI_EXE" --version') == []
+    assert sum(bool(_calls_without_exec(body)) for _p, body in _stackci_scripts()) == 0
+    assert sum(bool(STACKCI_CALL.search(body)) for _p, body in _stackci_scripts()) == 14   # 7 blocks: the action and the template
