@@ -33,7 +33,7 @@ _PART = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
 class Expression:
     """Compile-time template expressions: literals, ``parameters.x``, ``variables['X']`` and
-    eq ne and or not startsWith endsWith contains format in. Anything else is Unsupported."""
+    eq ne and or not startsWith endsWith contains format in replace. Anything else is Unsupported."""
 
     def __init__(self, text: str, scope: dict) -> None:
         self.tokens = []
@@ -113,6 +113,7 @@ class Expression:
             "not": lambda: not args[0], "startsWith": lambda: low[0].startswith(low[1]),
             "endsWith": lambda: low[0].endswith(low[1]), "contains": lambda: low[1] in low[0],
             "in": lambda: low[0] in low[1:],
+            "replace": lambda: self._str(args[0]).replace(self._str(args[1]), self._str(args[2])),
             "format": lambda: re.sub(r"\{(\d+)\}", lambda m: self._str(args[int(m.group(1)) + 1]), args[0]),
         }
         if name not in functions:
@@ -301,7 +302,9 @@ def test_a_release_branch_deploys_prod_in_its_environment_one_at_a_time(agent, b
 
 def test_other_branches_and_pull_requests_never_reach_prod(agent):
     for reason, branch in (("IndividualCI", "refs/heads/feature/x"), ("PullRequest", "refs/heads/release/v1.0.0"),
-                           ("IndividualCI", "refs/heads/releases-old")):
+                           ("IndividualCI", "refs/heads/releases-old"),
+                           ("IndividualCI", "refs/heads/release/v1.5.0-rc.1"),    # a prerelease
+                           ("Manual", "refs/heads/release/v2.0.0-beta.2")):
         stages = build(agent, reason, branch).expand_pipeline(PIPELINE)
         assert "deployProd" not in [s["stage"] for s in stages], (reason, branch)
 

@@ -172,7 +172,7 @@ def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
     common = dict(secrets={"DATABRICKS_TOKEN": ws.token}, env={"STACKCI_HOST": ws.url})
     # "Run workflow" from a feature branch: require-branch refuses, nothing reaches the workspace
     refused = run_workflow(EXAMPLE, wf, event="workflow_dispatch", branch="feature",
-                           payload={"ref": "refs/heads/feature", "inputs": {"ref": ""}}, **common)
+                           payload={"ref": "refs/heads/feature", "inputs": {}}, **common)
     assert refused.code != 0 and not refused.job_succeeded, refused.log[-5000:]
     errors = refused.annotations()
     assert len(errors) == 1, errors
@@ -181,13 +181,17 @@ def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
     assert "Traceback" not in refused.log
     assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
 
-    # a release branch asked for through the ref input must be one too: refused before any deploy
-    wrong_ref = run_workflow(EXAMPLE, wf, event="workflow_dispatch", branch="release/v0.1.0",
-                             payload={"ref": "refs/heads/release/v0.1.0", "inputs": {"ref": "feature"}}, **common)
-    assert wrong_ref.code != 0 and not wrong_ref.job_succeeded
-    assert [e.data for e in wrong_ref.annotations()] == [
-        "the ref input is not a release branch; give a branch named release or release/..., or leave it empty"]
-    assert "Main OWNER/stackci/actions/deploy@v1" not in wrong_ref.log
+    # a prerelease branch: its push does not trigger the workflow, and a manual run is refused
+    # before the checkout or any deploy
+    pushed = run_workflow(EXAMPLE, wf, event="push", branch="release/v0.1.0-rc.1",
+                          payload=push("release/v0.1.0-rc.1"), **common)
+    assert "Main OWNER/stackci/actions/deploy@v1" not in pushed.log and not pushed.job_succeeded, pushed.log[-3000:]
+    prerelease = run_workflow(EXAMPLE, wf, event="workflow_dispatch", branch="release/v0.1.0-rc.1",
+                              payload={"ref": "refs/heads/release/v0.1.0-rc.1", "inputs": {}}, **common)
+    assert prerelease.code != 0 and not prerelease.job_succeeded
+    [error] = prerelease.annotations()
+    assert error.data.startswith("this is a prerelease branch") and "not deployed to prod" in error.data
+    assert "Main OWNER/stackci/actions/deploy@v1" not in prerelease.log
     assert not exists(w, PROD_ROOT) and jobs_by_name(w) == {}
 
     # the push of the release branch (what cut-release does) deploys prod, then runs the smoke job

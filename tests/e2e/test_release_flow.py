@@ -192,7 +192,7 @@ def test_release_then_cd_prod_cuts_publishes_dispatches_and_deploys(act_env, tmp
         git(dev, "fetch", "-q", "--tags", "origin")
         git(dev, "checkout", "-q", "-b", "release/v0.1.0", "origin/release/v0.1.0")
         deployed = run_act(act_env, tmp_path, dev, "cd-prod.yml", "workflow_dispatch",
-                           {"ref": "refs/heads/release/v0.1.0", "inputs": {"ref": ""}}, checkout_from=dev,
+                           {"ref": "refs/heads/release/v0.1.0", "inputs": {}}, checkout_from=dev,
                            env=env, secrets=secrets, variables={"PROD_SMOKE_JOB": "model_training_job"})
         assert deployed.code == 0 and deployed.job_succeeded, deployed.log[-5000:]
         assert "Run Main Smoke test" in deployed.log
@@ -213,7 +213,7 @@ def test_release_then_cd_prod_cuts_publishes_dispatches_and_deploys(act_env, tmp
 
 
 def test_release_refuses_to_run_from_another_branch(act_env, tmp_path, repos, ws):
-    """The release job only runs on main: a dispatch from a feature branch does nothing at all."""
+    """Run from a feature branch, the release job fails at once and says why; nothing is cut."""
     origin, dev = repos
     git(dev, "checkout", "-q", "-b", "feature")
     with FakeGitHub() as github:
@@ -221,7 +221,26 @@ def test_release_refuses_to_run_from_another_branch(act_env, tmp_path, repos, ws
                       {"ref": "refs/heads/feature", "inputs": {"bump": "minor", "prerelease": ""}},
                       checkout_from=dev, env={"GITHUB_API_URL": github.url, "GITHUB_REPOSITORY": REPOSITORY},
                       secrets={"GITHUB_TOKEN": TOKEN})
-        assert run.code == 0, run.log[-3000:]
+        assert run.code != 0 and not run.job_succeeded, run.log[-3000:]
+        assert [e.data for e in run.annotations()] == [
+            "releases are cut from main; run this workflow with 'Use workflow from: main'"]
         assert "Main OWNER/stackci/actions/cut-release@v1" not in run.log
         assert github.calls == [] and github.dispatches == []
     assert "refs/heads/release/v0.1.0" not in git(origin, "for-each-ref", "--format=%(refname)")
+
+
+def test_a_prerelease_is_cut_but_not_dispatched_to_prod(act_env, tmp_path, repos):
+    origin, dev = repos
+    main = git(dev, "rev-parse", "HEAD")
+    with FakeGitHub() as github:
+        run = run_act(act_env, tmp_path, dev, "release.yml", "workflow_dispatch",
+                      {"ref": "refs/heads/main", "inputs": {"bump": "minor", "prerelease": "rc"}},
+                      checkout_from=origin, env={"GITHUB_API_URL": github.url, "GITHUB_REPOSITORY": REPOSITORY},
+                      secrets={"GITHUB_TOKEN": TOKEN})
+        assert run.code == 0 and run.job_succeeded, run.log[-5000:]
+        out = run.step_outputs()
+        assert (out["version"], out["branch"], out["tag"]) == ("0.1.0-rc.1", "release/v0.1.0-rc.1", "v0.1.0-rc.1")
+        assert github.releases["v0.1.0-rc.1"]["prerelease"] is True
+        assert github.dispatches == [], "a prerelease does not start the prod deploy"
+        assert ("POST", f"/repos/{REPOSITORY}/actions/workflows/cd-prod.yml/dispatches") not in github.calls
+    assert git(origin, "rev-parse", "refs/heads/release/v0.1.0-rc.1") == main
