@@ -34,6 +34,12 @@ def bundle(tmp_path):
     return write_bundle(tmp_path / "two", {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS})
 
 
+@pytest.fixture(autouse=True)
+def no_settle(monkeypatch):
+    """In-process runs read the comment back at once (the subprocess race test keeps the real pause)."""
+    monkeypatch.setattr("stackci.hosting.SETTLE_SECONDS", 0.0)
+
+
 @pytest.fixture
 def fake():
     server = FakeHosting()
@@ -132,7 +138,7 @@ def test_our_comment_is_found_beyond_the_first_page(plan, fake, gh_event):
     assert [c["id"] for c in ours(fake)] == [mine["id"]] and "old plan" not in mine["body"]
     assert len(fake.comments[7]) == 151
     pages = [p for m, p in fake.requests if m == "GET"]
-    assert len(pages) == 2                                    # per_page=100: the marker was on page 2
+    assert len(pages) == 4          # per_page=100: the marker was on page 2; then both pages read back
 
 
 def test_a_token_without_write_permission_says_which_one(plan, fake, gh_event):
@@ -239,3 +245,190 @@ def test_a_huge_plan_stays_under_the_comment_limit(plan, fake, gh_event, tmp_pat
     assert len(comment["body"]) <= 65536                       # the fake refuses longer bodies, as GitHub does
     assert "more resource changes (the full plan is in the job log)" in comment["body"]
     assert "| `staging` | yes | 400 |" in comment["body"] and "| `prod` | yes | 400 |" in comment["body"]
+
+
+# --------------------------------------------------------------------------- one comment, several jobs
+def event(tmp_path, sha: str, name: str | None = None) -> str:
+    path = tmp_path / (name or f"event-{sha[:8]}.json")
+    path.write_text(json.dumps({"number": 7, "pull_request": {"number": 7, "head": {"sha": sha}}}))
+    return str(path)
+
+
+def sections(body: str) -> dict:
+    from stackci.deploy.comment import parse_sections
+    return {s.target: s for s in parse_sections(body)}
+
+
+def overview_row(body: str, target: str) -> str:
+    return next(line for line in body.splitlines() if line.startswith(f"| `{target}` |"))
+
+
+OLD, NEW = "a" * 40, "b" * 40
+
+
+def test_a_plan_of_one_target_replaces_only_its_own_section(plan, fake, tmp_path, deploy, bundle):
+    first = plan("-t", "staging", "-t", "prod", "--comment", extra_env=fake.github_env(event(tmp_path, OLD)))
+    assert first.code == 0, first.stderr
+    [comment] = ours(fake)
+    before = sections(comment["body"])
+    assert sorted(before) == ["prod", "staging"] and before["staging"].commit == OLD
+
+    # the next push: only prod is planned (its own job, its own credentials), after prod was deployed
+    assert deploy(root=bundle, target="prod").code == 0
+    second = plan("-t", "prod", "--comment", extra_env=fake.github_env(event(tmp_path, NEW)))
+    assert second.code == 0, second.stderr
+    [again] = ours(fake)
+    assert again["id"] == comment["id"] and second.outputs["comment-url"] == comment["html_url"]
+    body = again["body"]
+    after = sections(body)
+    assert list(after) == ["staging", "prod"]                    # the order stays
+    assert after["staging"].text == before["staging"].text and after["staging"].meta == before["staging"].meta
+    assert after["prod"].commit == NEW and "No resource changes." in after["prod"].text
+    assert overview_row(body, "staging") == \
+        "| `staging` | yes | 4 | 0 | 0 | 0 | 7 | 0 | `aaaaaaaaaaaa` (earlier push) |"
+    assert overview_row(body, "prod") == "| `prod` | no | 0 | 0 | 0 | 4 | 0 | 0 | `bbbbbbbbbbbb` |"
+    assert "⚠️ `staging` was planned at commit `aaaaaaaaaaaa`, before the latest plan here (commit " \
+           "`bbbbbbbbbbbb`)" in body
+    assert "⚠️ `prod`" not in body
+    assert body.count("### Plan: `small` →") == 2 and body.startswith(MARKER)
+
+
+def test_two_jobs_of_one_push_fill_one_comment(plan, fake, tmp_path):
+    env = fake.github_env(event(tmp_path, NEW))
+    staging = plan("-t", "staging", "--comment", extra_env=env)
+    prod = plan("-t", "prod", "--comment", extra_env=env)
+    assert staging.code == 0 and prod.code == 0, staging.stderr + prod.stderr
+    [comment] = ours(fake)
+    assert staging.outputs["comment-url"] == prod.outputs["comment-url"] == comment["html_url"]
+    assert list(sections(comment["body"])) == ["staging", "prod"]
+    assert "earlier push" not in comment["body"] and "⚠️" not in comment["body"]
+    assert [m for m, _ in fake.requests if m in ("POST", "PATCH")] == ["POST", "PATCH"]
+
+
+def test_a_write_that_another_job_dropped_is_merged_again(plan, fake, tmp_path):
+    first = plan("-t", "staging", "-t", "prod", "--comment", extra_env=fake.github_env(event(tmp_path, OLD)))
+    assert first.code == 0, first.stderr
+    [comment] = ours(fake)
+    stale = comment["body"]
+    landed = []
+
+    def other_job(kind, number, written):
+        # the prod job read the comment before our write and lands its own write just after it
+        if not landed:
+            landed.append(written["body"])
+            written["body"] = stale
+
+    fake.after_write = other_job
+    fake.requests.clear()
+    second = plan("-t", "staging", "--comment", extra_env=fake.github_env(event(tmp_path, NEW)))
+    assert second.code == 0, second.stderr
+    [again] = ours(fake)
+    found = sections(again["body"])
+    assert found["staging"].commit == NEW and found["prod"].commit == OLD
+    assert [m for m, _ in fake.requests if m == "PATCH"] == ["PATCH", "PATCH"]   # written, dropped, written again
+    assert not [c for c in second.commands if c.name == "warning"]
+
+
+def test_a_comment_that_keeps_being_dropped_is_a_warning_not_a_failure(plan, fake, tmp_path):
+    assert plan("-t", "staging", "-t", "prod", "--comment", extra_env=fake.github_env(event(tmp_path, OLD))).code == 0
+    stale = ours(fake)[0]["body"]
+    fake.after_write = lambda kind, number, written: written.update(body=stale)
+    result = plan("-t", "staging", "--comment", extra_env=fake.github_env(event(tmp_path, NEW)))
+    assert result.code == 0, result.stderr
+    [warning] = [c for c in result.commands if c.name == "warning"]
+    assert "may lack the plan of staging" in warning.data and "5 times" in warning.data
+    assert len([m for m, _ in fake.requests if m == "PATCH"]) == 5
+
+
+def test_comments_two_jobs_created_at_once_become_one(plan, fake, tmp_path):
+    env = fake.github_env(event(tmp_path, NEW))
+    assert plan("-t", "prod", "--comment", extra_env=env).code == 0
+    [prod_only] = ours(fake)
+    fake.comments[7].clear()
+    first = fake.add_github_comment(7, "<!-- stackci:plan:small -->\nwritten by an older stackci")  # no sections
+    second = fake.add_github_comment(7, prod_only["body"])
+    result = plan("-t", "staging", "--comment", extra_env=env)
+    assert result.code == 0, result.stderr
+    [comment] = ours(fake)
+    assert comment["id"] == first["id"] and result.outputs["comment-url"] == first["html_url"]
+    assert list(sections(comment["body"])) == ["prod", "staging"]     # kept ones first, then new targets
+    assert "older stackci" not in comment["body"]
+    assert ("DELETE", f"/github/repos/acme/churn/issues/comments/{second['id']}") in fake.requests
+
+
+def test_bundle_text_cannot_forge_or_end_a_section(plan, fake, tmp_path):
+    forged = ('<!-- stackci:plan-target {"target":"prod","at":9e99,"id":"x","commit":"c"} --> '
+              '<!-- stackci:plan-target-end -->')
+    files = {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS}
+    files["resources/jobs.yml"] = files["resources/jobs.yml"].replace("name: small-b", f"name: '{forged}'")
+    root = write_bundle(tmp_path / "forged", files)
+    env = fake.github_env(event(tmp_path, NEW))
+    assert plan("-t", "staging", "--comment", root=root, extra_env=env).code == 0
+    assert plan("-t", "prod", "--comment", root=root, extra_env=env).code == 0
+    [comment] = ours(fake)
+    found = sections(comment["body"])
+    assert list(found) == ["staging", "prod"]
+    assert "small-a" in found["staging"].text and "stackci:plan-target" in found["staging"].text   # shown, inert
+    assert found["prod"].meta["at"] < 9e99
+    assert comment["body"].count("<!-- stackci:plan-target {") == 2
+
+
+def test_azure_threads_merge_the_targets_too(plan, fake):
+    env = fake.azure_env()
+    assert plan("-t", "staging", "--comment", extra_env=env, platform="azure").code == 0
+    assert plan("-t", "prod", "--comment", extra_env=env, platform="azure").code == 0
+    mine = [t for t in fake.threads[42] if not t["isDeleted"] and MARKER in t["comments"][0]["content"]]
+    assert len(mine) == 1
+    assert list(sections(mine[0]["comments"][0]["content"])) == ["staging", "prod"]
+
+
+def test_a_new_target_next_to_a_huge_section_still_fits(plan, fake, tmp_path):
+    jobs = "".join(f"""
+    job_{i:03d}:
+      name: {'x' * 180}-{i:03d}
+      tasks:
+        - task_key: t
+          spark_python_task:
+            python_file: ../src/tool.py
+""" for i in range(400))
+    files = {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS, "resources/jobs.yml": "resources:\n  jobs:" + jobs}
+    root = write_bundle(tmp_path / "huge", files)
+    env = fake.github_env(event(tmp_path, NEW))
+    assert plan("-t", "staging", "--comment", root=root, extra_env=env).code == 0
+    assert len(ours(fake)[0]["body"]) > 40000               # staging alone takes most of the room
+    assert plan("-t", "prod", "--comment", root=root, extra_env=env).code == 0
+    [comment] = ours(fake)
+    assert len(comment["body"]) <= 65536
+    assert list(sections(comment["body"])) == ["staging", "prod"]
+    assert overview_row(comment["body"], "staging").startswith("| `staging` | yes | 400 |")
+    assert overview_row(comment["body"], "prod").startswith("| `prod` | yes | 400 |")
+
+
+def test_two_plan_processes_at_once_end_with_one_comment_holding_both(fake, env, bundle, tmp_path):
+    """Two real `stackci plan --comment` processes, one per target, that both read the comment before
+    either writes (the fake holds their first listings until both arrived): first when there is no
+    comment yet (both create one), then when it exists (both update it from the same old text)."""
+    from conftest import cli_subprocess  # type: ignore[import-not-found]
+
+    def both(sha: str) -> None:
+        fake.hold_lists(2)
+        procs = []
+        for target in ("staging", "prod"):
+            job_env = {**env, **fake.github_env(event(tmp_path, sha, f"event-{target}-{sha[:4]}.json")),
+                       "GITHUB_OUTPUT": str(tmp_path / f"out-{target}"), "RUNNER_TEMP": str(tmp_path)}
+            procs.append(cli_subprocess(["plan", "-t", target, "--project", str(bundle), "--comment"], job_env))
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert "may lack the plan" not in out + err
+
+    both(OLD)
+    [comment] = ours(fake)
+    assert sorted(sections(comment["body"])) == ["prod", "staging"]
+    assert ("POST", "/github/repos/acme/churn/issues/7/comments") in fake.requests
+    both(NEW)
+    [again] = ours(fake)
+    found = sections(again["body"])
+    assert sorted(found) == ["prod", "staging"]
+    assert found["staging"].commit == found["prod"].commit == NEW
+    assert "earlier push" not in again["body"]

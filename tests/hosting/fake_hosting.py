@@ -4,17 +4,23 @@ Enough of both for PR comments, answering as the real services do in the cases s
 
 - GitHub (``GITHUB_API_URL`` = :attr:`FakeHosting.github_url`): ``GET/POST
   /repos/{o}/{r}/issues/{n}/comments`` (pages of ``per_page``, default 30, with a ``Link:
-  rel="next"`` header), ``PATCH /repos/{o}/{r}/issues/comments/{id}``; bearer token checked
+  rel="next"`` header), ``PATCH`` and ``DELETE /repos/{o}/{r}/issues/comments/{id}``; bearer token checked
   (401); ``deny_write`` answers 403 "Resource not accessible by integration" with
   ``x-accepted-github-permissions``; a body over 65536 characters is 422 "body is too long".
 - Azure Repos (``SYSTEM_COLLECTIONURI`` = :attr:`FakeHosting.azure_url`):
   ``GET/POST {org}/{project}/_apis/git/repositories/{repo}/pullRequests/{n}/threads`` (pages of
-  ``azure_page`` threads with ``x-ms-continuationtoken``), ``PATCH .../threads/{t}/comments/{c}``;
+  ``azure_page`` threads with ``x-ms-continuationtoken``), ``PATCH`` and ``DELETE .../threads/{t}/comments/{c}``
+  (a thread whose comments are all deleted is deleted);
   ``api-version`` required; a wrong token gets 203 and an HTML sign-in page, as Azure does.
 
 State is in memory: :attr:`comments` (GitHub, per PR) and :attr:`threads` (Azure, per PR);
 :attr:`requests` lists ``(method, path)`` of every call. Usable from pytest in-process or by a
 workflow under ``act`` (everything stays on 127.0.0.1).
+
+For races between jobs: :meth:`hold_lists` makes the next ``n`` comment listings wait for each
+other (so ``n`` writers all read the same old text), and :attr:`after_write` (``callable(kind,
+number, comment)``, kind ``"github"`` or ``"azure"``) runs in the server after each stored write,
+before the answer goes out, e.g. to land another job's stale write just after ours.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class FakeHosting:
         self.comments: dict[int, list[dict]] = {}
         self.threads: dict[int, list[dict]] = {}
         self.requests: list[tuple[str, str]] = []
+        self.after_write = None
+        self._barrier: threading.Barrier | None = None
         self._next_id = 1000
         self._lock = threading.Lock()
         fake = self
@@ -80,6 +88,28 @@ class FakeHosting:
                 "BUILD_REPOSITORY_ID": "repo-id", "BUILD_REPOSITORY_PROVIDER": "TfsGit",
                 "SYSTEM_ACCESSTOKEN": self.azure_token,
                 "SYSTEM_PULLREQUEST_PULLREQUESTID": "" if pr is None else str(pr)}
+
+    def hold_lists(self, n: int, timeout: float = 30.0) -> None:
+        """The next ``n`` comment listings (GitHub or Azure) are answered only once all ``n`` have arrived."""
+        self._barrier = threading.Barrier(n, timeout=timeout)
+        self._barrier_left = n
+
+    def _hold(self) -> None:
+        with self._lock:
+            barrier = self._barrier
+            if barrier is None:
+                return
+            self._barrier_left -= 1
+            if self._barrier_left <= 0:
+                self._barrier = None
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    def _wrote(self, kind: str, number: int, comment: dict) -> None:
+        if self.after_write is not None:
+            self.after_write(kind, number, comment)
 
     def new_id(self) -> int:
         with self._lock:
@@ -125,6 +155,8 @@ class FakeHosting:
             number = int(m.group(1))
             items = self.comments.setdefault(number, [])
             if h.command == "GET":
+                if "page" not in query:
+                    self._hold()
                 per_page = int(query.get("per_page") or self.per_page_default)
                 page = int(query.get("page") or 1)
                 chunk = items[(page - 1) * per_page: page * per_page]
@@ -138,6 +170,15 @@ class FakeHosting:
         m = re.fullmatch(re.escape(repo) + r"/issues/comments/(\d+)", path)
         if m and h.command == "PATCH":
             return self._github_write(h, doc, update=int(m.group(1)))
+        if m and h.command == "DELETE":
+            if self.deny_write:
+                return self._send(h, 403, {"message": "Resource not accessible by integration"})
+            for items in self.comments.values():
+                for comment in list(items):
+                    if comment["id"] == int(m.group(1)):
+                        items.remove(comment)
+                        return self._send(h, 204)
+            return self._send(h, 404, {"message": "Not Found"})
         return self._send(h, 404, {"message": "Not Found"})
 
     def _github_write(self, h, doc, *, create: int | None = None, update: int | None = None) -> None:
@@ -158,12 +199,15 @@ class FakeHosting:
             comment = {"id": cid, "body": body, "user": {"login": "github-actions[bot]"},
                        "html_url": f"https://github.com/{self.repository}/pull/{create}#issuecomment-{cid}"}
             self.comments.setdefault(create, []).append(comment)
+            self._wrote("github", create, comment)
             return self._send(h, 201, comment)
-        for items in self.comments.values():
+        for number, items in self.comments.items():
             for comment in items:
                 if comment["id"] == update:
                     comment["body"] = body
-                    return self._send(h, 200, comment)
+                    reply = dict(comment)
+                    self._wrote("github", number, comment)
+                    return self._send(h, 200, reply)
         return self._send(h, 404, {"message": "Not Found"})
 
     def add_github_comment(self, number: int, body: str) -> dict:
@@ -185,6 +229,8 @@ class FakeHosting:
             number = int(m.group(1))
             threads = self.threads.setdefault(number, [])
             if h.command == "GET":
+                if "continuationToken" not in query:
+                    self._hold()
                 start = int(query.get("continuationToken") or 0)
                 chunk = threads[start:start + self.azure_page]
                 headers = {}
@@ -199,18 +245,29 @@ class FakeHosting:
                 thread = {"id": self.new_id(), "comments": comments, "status": (doc or {}).get("status"),
                           "isDeleted": False}
                 threads.append(thread)
-                return self._send(h, 200, thread)
+                reply = json.loads(json.dumps(thread))
+                self._wrote("azure", number, thread["comments"][0] if comments else {})
+                return self._send(h, 200, reply)
         m = re.fullmatch(r"/acme/ML Ops/_apis/git/repositories/repo-id/pullRequests/(\d+)/threads/(\d+)"
                          r"/comments/(\d+)", path)
-        if m and h.command == "PATCH":
+        if m and h.command in ("PATCH", "DELETE"):
             if self.deny_write:
                 return self._azure_denied(h)
             for thread in self.threads.get(int(m.group(1)), []):
                 if thread["id"] == int(m.group(2)):
                     for comment in thread["comments"]:
-                        if comment["id"] == int(m.group(3)):
+                        if comment["id"] == int(m.group(3)) and not comment.get("isDeleted"):
+                            if h.command == "DELETE":     # Azure answers 200 with an empty body
+                                comment["isDeleted"] = True
+                                thread["isDeleted"] = all(c.get("isDeleted") for c in thread["comments"])
+                                h.send_response(200)
+                                h.send_header("Content-Length", "0")
+                                h.end_headers()
+                                return None
                             comment["content"] = (doc or {}).get("content")
-                            return self._send(h, 200, comment)
+                            reply = dict(comment)
+                            self._wrote("azure", int(m.group(1)), comment)
+                            return self._send(h, 200, reply)
         return self._send(h, 404, {"typeKey": "NotFoundException", "message": "not found"})
 
     def _azure_denied(self, h) -> None:

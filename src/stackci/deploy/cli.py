@@ -237,8 +237,9 @@ def publish_plans(app: App, plans: list, output: str) -> None:
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True,
               envvar="STACKCI_OUTPUT", help="text: on stderr; json or markdown: on stdout.")
 @click.option("--comment", is_flag=True, envvar="STACKCI_COMMENT",
-              help="Post the plan of every target as one pull-request comment (GitHub or Azure Repos), updated in "
-                   "place on later pushes. Outside a pull request: a notice, nothing posted.")
+              help="Post the plan as one pull-request comment (GitHub or Azure Repos) with a section per target, "
+                   "updated in place: a plan of some targets replaces only their sections, so jobs that plan "
+                   "different targets share the comment. Outside a pull request: a notice, nothing posted.")
 @click.option("--github-token", envvar="STACKCI_GITHUB_TOKEN", metavar="TOKEN",
               help="Token for the GitHub comment [default: GITHUB_TOKEN]; needs pull-requests: write.")
 @click.pass_obj

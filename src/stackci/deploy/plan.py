@@ -114,18 +114,22 @@ class Plan:
         lines.append(self.headline())
         return "\n".join(lines)
 
-    def markdown(self, *, max_resources: int | None = None, max_files: int = 100, cell_limit: int = 300) -> str:
+    def markdown(self, *, max_resources: int | None = None, max_files: int = 100, cell_limit: int = 300,
+                 subtitle: str | None = None) -> str:
         """The plan as Markdown: a table of the resources that change, the files in a folded table.
 
         Every name, key, path and reason is outside text (it comes from the bundle's YAML) and is
         shown through :func:`span`, so it can never become a link, an image, a mention or HTML.
         At most ``max_resources`` resource rows and ``max_files`` file rows are shown (a line
-        says how many more there are); each cell is cut at ``cell_limit`` characters.
+        says how many more there are); each cell is cut at ``cell_limit`` characters. ``subtitle``
+        (Markdown of stackci's own) goes under the heading.
         """
         icon = {"create": "➕ create", "update": "✏️ update", "delete": "🗑️ delete", "unchanged": "unchanged"}
         changed = [r for r in self.resources if r.action != "unchanged"]
-        parts = [f"### Plan: {span(self.bundle_name, 100)} → {span(self.target, 100)}", "",
-                 f"{self.headline()}", ""]
+        parts = [f"### Plan: {span(self.bundle_name, 100)} → {span(self.target, 100)}", ""]
+        if subtitle:
+            parts += [subtitle, ""]
+        parts += [f"{self.headline()}", ""]
         if changed:
             shown = changed if max_resources is None else changed[:max(0, max_resources)]
             if shown:
@@ -166,8 +170,9 @@ def span(text: object, limit: int = 300) -> str:
     HTML or entities. Whitespace (newlines too) becomes single spaces, the text is cut at
     ``limit`` characters, the fence is longer than any run of backticks in the text, and pipes
     are escaped for the table (``\\|``; a backslash just before a pipe is kept apart from it by
-    a zero-width space, so it cannot escape the escape)."""
-    value = " ".join(str(text).split())
+    a zero-width space, so it cannot escape the escape). ``<!--`` is broken by a zero-width space
+    too, so outside text can never look like one of stackci's hidden markers."""
+    value = " ".join(str(text).split()).replace("<!--", "<\u200b!--")
     if len(value) > limit:
         value = value[: max(1, limit - 1)] + "…"
     if not value:

@@ -141,15 +141,15 @@ class AzureRepos(Client):
                                     f"pullRequests/{int(pr)}/threads/{int(thread_id)}/comments/{int(comment_id)}",
                                     json={"content": content}))
 
+    def delete_comment(self, pr: int, thread_id: int, comment_id: int) -> None:
+        self._call("Contribute to pull requests", "DELETE",
+                   f"pullRequests/{int(pr)}/threads/{int(thread_id)}/comments/{int(comment_id)}")
+
     # -- refs and tags -----------------------------------------------------------------------------
     def get_refs(self, prefix: str) -> list[Ref]:
         """Refs whose name starts with ``refs/<prefix>`` (e.g. ``heads/release``, ``tags/v``)."""
         return [Ref(r["name"], r["objectId"], r.get("peeledObjectId"))
                 for r in self._list("Read", "refs", {"filter": prefix, "peelTags": "true"})]
-
-    def get_ref(self, name: str) -> Ref | None:
-        short = name[len("refs/"):] if name.startswith("refs/") else name
-        return next((r for r in self.get_refs(short) if r.name == f"refs/{short}"), None)
 
     def update_refs(self, updates: list[tuple[str, str, str]]) -> list[dict]:
         """Create or move refs: ``[(name, old_sha or ZERO_SHA, new_sha)]``. Azure answers 200 even when

@@ -117,6 +117,11 @@ class GitHub(Client):
         return self.body(self._call("pull-requests: write (or issues: write)", "PATCH",
                                     f"{self.repo_path}/issues/comments/{int(comment_id)}", json={"body": body}))
 
+    def delete_issue_comment(self, comment_id: int) -> None:
+        """204; a comment that is already gone is :class:`NotFound`."""
+        self._call("pull-requests: write (or issues: write)", "DELETE",
+                   f"{self.repo_path}/issues/comments/{int(comment_id)}")
+
     # -- releases --------------------------------------------------------------------------
     def get_release_by_tag(self, tag: str) -> dict | None:
         try:
