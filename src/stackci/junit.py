@@ -7,9 +7,11 @@ the attributes pytest writes in both families (``xunit1`` adds ``file``/``line``
 from __future__ import annotations
 
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import ConfigError
 
@@ -140,8 +142,15 @@ def parse_bytes(data: bytes, source: str = "<junit>") -> Report:
     return report
 
 
-def write(path: Path, suite_name: str, cases: list[Case], *, timestamp: str | None = None) -> Path:
-    """Write ``cases`` as one JUnit test suite (used by blocks that report remote runs)."""
+def write(path: Path, suite_name: str, cases: list[Case], *, redact: Callable[[str], str],
+          timestamp: str | None = None) -> Path:
+    """Write ``cases`` as one JUnit test suite (used by blocks that report remote runs).
+
+    ``redact`` (the platform's) is applied to every name, message and trace: a report is a file
+    that is uploaded and kept, and must never hold a secret the log shows as ``***``."""
+    cases = [Case(name=redact(c.name), classname=redact(c.classname), file=c.file, line=c.line, time=c.time,
+                  status=c.status, message=redact(c.message), text=redact(c.text)) for c in cases]
+    suite_name = redact(suite_name)
     suites = ET.Element("testsuites")
     suite = ET.SubElement(suites, "testsuite", name=suite_name, tests=str(len(cases)),
                           failures=str(sum(c.status == FAILED for c in cases)),
@@ -165,6 +174,54 @@ def write(path: Path, suite_name: str, cases: list[Case], *, timestamp: str | No
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
     return path
+
+
+def redact_file(path: Path, redact: Callable[[str], str], secrets: tuple[str, ...]) -> bool:
+    """Replace every secret in a JUnit file someone else wrote (pytest's) by ``***``, in place:
+    every attribute and text of every element, so a secret escaped as XML is found too.
+    Returns whether the file changed; a file that is not XML is left to :func:`parse` to report."""
+    if not secrets:
+        return False
+    path = Path(path)
+    try:
+        tree = ET.parse(path)
+    except (OSError, ET.ParseError):
+        return False
+    changed = False
+    for el in tree.iter():
+        for key, value in list(el.attrib.items()):
+            clean = redact(value)
+            if clean != value:
+                el.set(key, clean)
+                changed = True
+        for attr in ("text", "tail"):
+            value = getattr(el, attr)
+            if value:
+                clean = redact(value)
+                if clean != value:
+                    setattr(el, attr, clean)
+                    changed = True
+    if changed:
+        tmp = path.with_name(f".{path.name}.redacted")
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
+        tmp.replace(path)
+    return changed
+
+
+def ci_report_folder(environ) -> Path | None:
+    """``$RUNNER_TEMP/stackci`` on GitHub, ``$AGENT_TEMPDIRECTORY/stackci`` on Azure, else None."""
+    base = environ.get("RUNNER_TEMP") or environ.get("AGENT_TEMPDIRECTORY")
+    return Path(base) / "stackci" if base else None
+
+
+def report_folder(environ) -> tuple[Path, bool]:
+    """Where a block writes its reports when not told: the CI runner's temporary folder, else a new
+    temporary folder (never the checkout, where a report would be committed or deployed with the
+    bundle's files). Returns (folder, whether it is a new temporary folder the user must be told of)."""
+    folder = ci_report_folder(environ)
+    if folder is not None:
+        return folder, False
+    return Path(tempfile.mkdtemp(prefix="stackci-reports-")), True
 
 
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -106,10 +107,13 @@ def parse_pytest_args(text: str) -> list[str]:
                           hint="quote arguments as in a shell, e.g. --pytest-args '-k \"not slow\"'") from None
 
 
-def default_junit_path(app: App, project: Path) -> Path:
-    base = app.environ.get("RUNNER_TEMP") or app.environ.get("AGENT_TEMPDIRECTORY")
-    folder = Path(base) / "stackci" if base else project / ".stackci"
-    return folder / "unit-tests.xml"
+#: credentials the project's tests inherit from the job's environment: masked before pytest runs,
+#: so a test that prints one shows ``***`` in the log, the JUnit file and the summary
+CREDENTIAL_VARIABLES = ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD", "ARM_CLIENT_SECRET",
+                        "GITHUB_TOKEN", "SYSTEM_ACCESSTOKEN")
+#: pytest's closing line: "29 passed in 1.89s", "= 1 failed, 2 passed in 61.20s (0:01:01) =", "no tests ran in 0.01s"
+_PYTEST_SUMMARY = re.compile(r"^=*\s*(?P<counts>[^=]*?)\s+in (?P<seconds>\d+(?:\.\d+)?)s\b(?: \([\d:]+\))?\s*=*\s*$")
+_DESELECTED = re.compile(r"\b(\d+) deselected\b")
 
 
 def child_environment(app: App) -> dict[str, str]:
@@ -133,8 +137,9 @@ def check_module(python: str, module: str, env: dict[str, str]) -> bool:
 
 
 # --------------------------------------------------------------------------- running
-def stream(app: App, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
-    """Run ``argv`` and forward its output as outside text (it may contain anything)."""
+def stream(app: App, argv: list[str], cwd: Path, env: dict[str, str], tail: list[str] | None = None) -> int:
+    """Run ``argv`` and forward its output as outside text (it may contain anything); the last
+    lines are kept in ``tail`` when given."""
     logger.debug("running %s", shlex.join(argv))
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
@@ -142,7 +147,11 @@ def stream(app: App, argv: list[str], cwd: Path, env: dict[str, str]) -> int:
         with app.platform.untrusted_block() as write:
             assert proc.stdout is not None
             for raw in iter(proc.stdout.readline, b""):
-                write(raw.decode("utf-8", "replace"))
+                line = raw.decode("utf-8", "replace")
+                write(line)
+                if tail is not None:
+                    tail.append(line.strip())
+                    del tail[:-20]
         return proc.wait()
     finally:
         if proc.poll() is None:
@@ -274,7 +283,30 @@ def publish(app: App, opts: Options, report: junit.Report, junit_path: Path, cov
                 f"; coverage {coverage:.1f} %" if coverage is not None else "")
 
 
+def pytest_facts(tail: list[str]) -> tuple[float | None, int]:
+    """(pytest's own duration, tests deselected) from its closing line, where it printed one."""
+    for line in reversed(tail):
+        found = _PYTEST_SUMMARY.match(line)
+        if found:
+            deselected = _DESELECTED.search(found["counts"])
+            return float(found["seconds"]), int(deselected.group(1)) if deselected else 0
+    return None, 0
+
+
+def check_coverage_options(opts: Options) -> None:
+    if opts.coverage or opts.from_junit is not None:
+        return
+    given = [name for name, value in (("--fail-under", opts.fail_under is not None),
+                                      ("--coverage-source", bool(opts.coverage_source))) if value]
+    if given:
+        raise ConfigError(f"{' and '.join(given)} without --coverage: coverage is not measured, so "
+                          f"{'they' if len(given) > 1 else 'it'} would do nothing",
+                          hint="add --coverage (STACKCI_COVERAGE=true; coverage: true in the action or the template), "
+                               "or drop " + " and ".join(given))
+
+
 def run(app: App, opts: Options) -> None:
+    check_coverage_options(opts)
     if opts.from_junit is not None:
         report = junit.parse(opts.from_junit)
         opts.project = resolve_project(opts.project)
@@ -288,20 +320,25 @@ def run(app: App, opts: Options) -> None:
     extra = parse_pytest_args(opts.pytest_args)
     if opts.slowest < 0 or opts.max_annotations < 0:
         raise ConfigError("--slowest and --max-annotations must be 0 or more")
-    junit_path = (opts.junit_xml or default_junit_path(app, opts.project)).absolute()
+    ci_folder = junit.ci_report_folder(app.environ)
+    junit_path = opts.junit_xml.absolute() if opts.junit_xml else \
+        (ci_folder / "unit-tests.xml").absolute() if ci_folder else None
     env = child_environment(app)
     if not requirements and not check_module(python, "pytest", env):
         raise ConfigError(f"pytest is not installed for {python}",
                           hint="add pytest to a requirements file and pass it with --requirements "
                                "(STACKCI_REQUIREMENTS), or pass --python with the right interpreter")
     if opts.dry_run:
+        shown = junit_path or Path("<a new temporary folder>") / "unit-tests.xml"
         logger.info("dry run: would install %s with %s", ", ".join(map(str, requirements)) or "nothing", python)
         logger.info("dry run: would run %s in %s",
-                    shlex.join(pytest_command(opts, python, junit_path, extra,
-                                              junit_path.parent / ".coverage" if opts.coverage else None)),
+                    shlex.join(pytest_command(opts, python, shown, extra,
+                                              shown.parent / ".coverage" if opts.coverage else None)),
                     opts.project)
         return
 
+    for name in CREDENTIAL_VARIABLES:
+        app.platform.mask(env.get(name))
     progress = log.Progress(logger, "unit tests", app.clock)
     if requirements:
         progress.say(f"installing {len(requirements)} requirements file(s) into {python}")
@@ -313,30 +350,39 @@ def run(app: App, opts: Options) -> None:
         raise ConfigError(f"--coverage needs the coverage package for {python}",
                           hint="add coverage (or pytest-cov) to your requirements")
 
+    if junit_path is None:
+        folder = junit.report_folder(app.environ)[0]       # not in CI here: a new temporary folder
+        junit_path = folder / "unit-tests.xml"
+        progress.say(f"reports go to {folder} (a temporary folder; --junit-xml chooses another place)")
     junit_path.parent.mkdir(parents=True, exist_ok=True)
     if junit_path.exists():
         junit_path.unlink()
     coverage_data = junit_path.parent / ".coverage" if opts.coverage else None
     argv = pytest_command(opts, python, junit_path, extra, coverage_data)
     progress.say(f"running pytest in {opts.project}")
+    tail: list[str] = []
     with app.platform.group("pytest"):
-        code = stream(app, argv, opts.project, env)
+        code = stream(app, argv, opts.project, env, tail)
     progress.say(f"pytest exited {code}")
+    seconds, deselected = pytest_facts(tail)
 
     if code == PYTEST_USAGE:
         raise ConfigError(f"pytest rejected its arguments (exit {code})",
                           hint="check --pytest-args (STACKCI_PYTEST_ARGS) and the output above")
     if not junit_path.is_file():
         raise RunFailed(f"pytest exited {code} without writing {junit_path}", hint="see the pytest output above")
+    junit.redact_file(junit_path, app.platform.redact, app.platform.secrets)
     report = junit.parse(junit_path)
+    if seconds is not None:
+        report.duration = seconds      # what pytest printed (its JUnit time leaves collection out)
     coverage = coverage_xml = None
     if coverage_data is not None and code in (PYTEST_OK, PYTEST_FAILED):
         coverage, coverage_xml = coverage_total(app, python, coverage_data, junit_path.parent, opts.project, env)
-    _finish(app, opts, report, junit_path, coverage, coverage_xml, code)
+    _finish(app, opts, report, junit_path, coverage, coverage_xml, code, deselected)
 
 
 def _finish(app: App, opts: Options, report: junit.Report, junit_path: Path, coverage: float | None,
-            coverage_xml: Path | None, code: int | None) -> None:
+            coverage_xml: Path | None, code: int | None, deselected: int = 0) -> None:
     no_tests = report.total == 0 or code == PYTEST_NO_TESTS
     failures = report.failed + report.errors
     below = (opts.fail_under is not None and coverage is not None and coverage < opts.fail_under)
@@ -346,18 +392,23 @@ def _finish(app: App, opts: Options, report: junit.Report, junit_path: Path, cov
     elif code not in (None, PYTEST_OK, PYTEST_NO_TESTS):
         problem = f"pytest exited {code} (interrupted or internal error)"
     elif no_tests and not opts.allow_no_tests:
-        problem = "no tests were collected"
+        problem = (f"no tests were selected: all {deselected} collected tests were deselected" if deselected
+                   else "no tests were collected")
     elif below:
         problem = f"coverage {coverage:.1f} % is below --fail-under {opts.fail_under:g} %"
     note = None
+    hint = None
     if no_tests and not opts.allow_no_tests:
-        note = "No tests were collected. Add tests, fix the test paths, or pass --allow-no-tests."
+        if deselected:
+            note = (f"No tests ran: pytest deselected all {deselected} tests it collected. Check the -k / -m "
+                    "expression in --pytest-args, or pass --allow-no-tests.")
+            hint = ("check the -k / -m expression in --pytest-args (STACKCI_PYTEST_ARGS), or pass --allow-no-tests")
+        else:
+            note = "No tests were collected. Add tests, fix the test paths, or pass --allow-no-tests."
+            hint = f"pytest found no tests in {opts.project}; add tests or pass --allow-no-tests"
     publish(app, opts, report, junit_path, coverage, coverage_xml, problem is None, note)
     if problem:
-        hint = None
-        if problem == "no tests were collected":
-            hint = f"pytest found no tests in {opts.project}; add tests or pass --allow-no-tests"
-        raise RunFailed(f"unit tests failed: {problem}", hint=hint)
+        raise RunFailed(f"unit tests failed: {problem}", hint=hint if problem.startswith("no tests") else None)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -373,13 +424,13 @@ def _finish(app: App, opts: Options, report: junit.Report, junit_path: Path, cov
               help="Extra pytest arguments, split like a shell would (e.g. '-k \"not slow\" tests/unit').")
 @click.option("--junit-xml", type=click.Path(path_type=Path, dir_okay=False), envvar="STACKCI_JUNIT_XML",
               help="Where to write JUnit XML [default: $RUNNER_TEMP/stackci, $AGENT_TEMPDIRECTORY/stackci "
-                   "or <project>/.stackci]/unit-tests.xml.")
+                   "or a new temporary folder]/unit-tests.xml.")
 @click.option("--allow-no-tests", is_flag=True, envvar="STACKCI_ALLOW_NO_TESTS",
               help="Succeed when pytest collects no tests.")
 @click.option("--coverage", is_flag=True, envvar="STACKCI_COVERAGE",
               help="Measure coverage (needs the coverage package in --python); total in outputs and summary.")
 @click.option("--coverage-source", multiple=True, envvar="STACKCI_COVERAGE_SOURCE",
-              help="Packages or folders to measure (coverage --source); repeatable.")
+              help="With --coverage: packages or folders to measure (coverage --source); repeatable.")
 @click.option("--fail-under", type=click.FloatRange(0, 100), envvar="STACKCI_FAIL_UNDER",
               help="With --coverage: fail when the total is below this percentage.")
 @click.option("--slowest", type=int, default=5, show_default=True, envvar="STACKCI_SLOWEST",

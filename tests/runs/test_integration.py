@@ -105,7 +105,7 @@ def test_timeout_cancels_the_remote_run(run_cli, w, env, project):
     assert run.state.result_state.value == "CANCELED"
     assert any("the run timed out" in e.data for e in result.errors())
     case = {name: c for (_, name), c in junit_cases(result.outputs["junit-xml"]).items()}["wait"]
-    assert case.find("failure") is not None and "--timeout 3.00 s" in case.find("failure").get("message")
+    assert case.find("failure") is not None and "--timeout 3s" in case.find("failure").get("message")
     assert_nothing_left(w)
 
 
@@ -134,6 +134,9 @@ def test_a_signal_mid_run_cancels_tears_down_and_exits_130(ws, w, env, project, 
     run = w.jobs.get_run(json.loads(outputs["run-ids"])[SLOW])
     assert run.state.life_cycle_state.value == "TERMINATED" and run.state.result_state.value == "CANCELED"
     assert "interrupted, cancelling run" in err and "tore down the isolated copy" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: stackci: interrupted: integration test of staging was interrupted: its runs were "
+                           "cancelled; isolated copy pr1: removed ("), err
     assert_nothing_left(w)
 
 
@@ -192,7 +195,7 @@ def test_rerunning_the_step_with_the_same_ci_ids_reuses_the_run(run_cli, w, env,
     first = it(run_cli, env, project, "--job", TRAIN, "--keep", ident=None, extra_env=ci)
     assert first.code == 0, first.stderr
     notices = [c.data for c in first.commands if c.name == "notice"]
-    assert len(notices) == 1 and "kept the isolated copy pr7-4242" in notices[0]
+    assert len(notices) == 1 and "the isolated copy pr7-4242 stays at" in notices[0]
     assert "remove it with: stackci gc -t staging --isolation-id pr7-4242" in notices[0]
     again = it(run_cli, env, project, "--job", TRAIN, ident=None, extra_env=ci)
     assert again.code == 0, again.stderr
@@ -262,7 +265,7 @@ def test_infrastructure_failures_are_distinct_and_retried(run_cli, ws, w, env, p
 
 
 @pytest.mark.parametrize("args, needle, env_change", [
-    (["--job", "no_such_job"], "unknown job key no_such_job in target staging", {}),
+    (["--job", "no_such_job"], "unknown job key 'no_such_job' in target staging", {}),
     (["--job", TRAIN, "-t", "nohost"], "the target sets no workspace.host",
      {"DATABRICKS_HOST": "", "STACKCI_HOST": ""}),
     (["--job", TRAIN, "--timeout", "soon"], "--timeout: 'soon' is not a duration", {}),

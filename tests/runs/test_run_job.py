@@ -133,6 +133,10 @@ def test_sigterm_cancels_the_run_and_exits_130(ws, w, env, tmp_path):
     assert len(runs) == 1
     assert runs[0].state.life_cycle_state.value in ("TERMINATING", "TERMINATED")
     assert "interrupted, cancelling run" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: stackci: interrupted: run-job slow was interrupted: run {runs[0].run_id} was "
+                           "cancelled; see http://"), err
+    assert "interrupted: interrupted" not in err
 
 
 def test_idempotency_token_in_ci_reuses_the_run(run_cli, w, env, smoke_job):

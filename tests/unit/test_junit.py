@@ -106,9 +106,39 @@ def test_write_round_trips_including_control_characters(tmp_path):
              junit.Case(name="job/validate", classname="training", time=2, status=junit.FAILED,
                         message="AUC too low \x1b[31m", text="Traceback\n  ValueError: <&>"),
              junit.Case(name="job/deploy", classname="training", status=junit.SKIPPED, message="upstream failed")]
-    path = junit.write(tmp_path / "out" / "r.xml", "integration", cases)
+    path = junit.write(tmp_path / "out" / "r.xml", "integration", cases, redact=str)
     back = junit.parse(path)
     assert [(c.name, c.status) for c in back.cases] == [(c.name, c.status) for c in cases]
     assert back.cases[1].text == "Traceback\n  ValueError: <&>"
     assert back.cases[1].message == "AUC too low \ufffd[31m"
     assert back.duration == pytest.approx(3.25)
+
+
+def test_write_redacts_every_name_message_and_trace(tmp_path):
+    from stackci.ci import LocalPlatform
+
+    platform = LocalPlatform({})
+    platform.mask("s3cr3t<&>")
+    cases = [junit.Case(name="task s3cr3t<&>", classname="job s3cr3t<&>", status=junit.FAILED,
+                        message="bad s3cr3t<&>", text="trace s3cr3t<&>\nline 2")]
+    path = junit.write(tmp_path / "r.xml", "suite s3cr3t<&>", cases, redact=platform.redact)
+    raw = path.read_text()
+    assert "s3cr3t" not in raw
+    case = junit.parse(path).cases[0]
+    assert (case.name, case.classname, case.message, case.text) == ("task ***", "job ***", "bad ***",
+                                                                    "trace ***\nline 2")
+
+
+def test_redact_file_rewrites_only_what_holds_a_secret(tmp_path):
+    path = tmp_path / "pytest.xml"
+    path.write_text('<testsuites><testsuite name="s"><testcase name="t" classname="c">'
+                    '<failure message="tok&amp;en=abc&lt;1">trace abc&lt;1</failure>'
+                    '<system-out>printed abc&lt;1</system-out></testcase></testsuite></testsuites>')
+    redact = lambda text: text.replace("abc<1", "***")   # noqa: E731
+    assert junit.redact_file(path, redact, ("abc<1",)) is True
+    assert "abc" not in path.read_text()
+    case = junit.parse(path).cases[0]
+    assert case.message == "tok&en=***" and case.text == "trace ***"
+    before = path.read_bytes()
+    assert junit.redact_file(path, redact, ("abc<1",)) is False and path.read_bytes() == before
+    assert junit.redact_file(path, redact, ()) is False

@@ -198,3 +198,75 @@ def test_dry_run_prints_the_plan_and_runs_nothing(run_cli, make_project):
     assert result.code == 0
     assert "would run" in result.stderr and "-m pytest" in result.stderr
     assert not (project / ".stackci").exists()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--fail-under", "90"], "--fail-under without --coverage"),
+    (["--coverage-source", "pkg"], "--coverage-source without --coverage"),
+    (["--fail-under", "90", "--coverage-source", "pkg"], "--fail-under and --coverage-source without --coverage"),
+])
+def test_coverage_options_without_coverage_are_refused(run_cli, make_project, args, named):
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, *args])
+    assert result.code == 2, result.stderr
+    errors = result.errors()
+    assert len(errors) == 1 and named in errors[0].data and "add --coverage" in errors[0].data
+    assert result.outputs == {} and "pytest" not in result.stdout
+
+
+def test_deselecting_every_test_says_so(run_cli, make_project):
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "--pytest-args", "-k nomatch"])
+    assert result.code == 1
+    last = result.errors()[-1].data
+    assert "no tests were selected: all 3 collected tests were deselected" in last
+    assert "-k / -m expression in --pytest-args" in last and "found no tests" not in last
+    assert "pytest deselected all 3 tests it collected" in result.summary
+
+
+def test_the_duration_is_the_one_pytest_printed(run_cli, make_project):
+    import re
+
+    project = make_project({**PASSING, "tests/conftest.py": "import time\ntime.sleep(0.3)   # slow collection\n"})
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY])
+    assert result.code == 0, result.stderr
+    printed = re.findall(r"\b3 passed in (\d+\.\d+)s", result.stdout)
+    assert printed and float(result.outputs["duration"]) == pytest.approx(float(printed[-1]), abs=0.006)
+    assert float(result.outputs["duration"]) >= 0.3            # collection counts, as in pytest's own line
+    assert f"| {float(printed[-1]):.2f} s |" in result.summary
+
+
+SECRET = "dapi5ecre7c0ffee5ecre7c0ffee5ecre7"
+
+
+def test_a_credential_printed_by_a_test_is_redacted_everywhere(run_cli, make_project):
+    project = make_project({**PASSING, "tests/test_leak.py": (
+        "import os\n\ndef test_leaks():\n    token = os.environ['DATABRICKS_TOKEN']\n"
+        "    print('the token is', token)\n    assert token == 'x', f'got {token} & more'\n")})
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY, "--pytest-args", "-o junit_logging=all"],
+                     env={"DATABRICKS_TOKEN": SECRET})
+    assert result.code == 1 and result.outputs["failed"] == "1"
+    junit_file = Path(result.outputs["junit-xml"])
+    text = junit_file.read_text()
+    assert SECRET not in text and "***" in text
+    from stackci import junit
+    case = next(c for c in junit.parse(junit_file).cases if c.name == "test_leaks")
+    assert "got *** & more" in case.message
+    assert SECRET not in result.summary and "got *** & more" in result.summary
+    assert all(SECRET not in e.data for e in result.errors())
+    assert [c.data for c in result.commands if c.name == "add-mask"] == [SECRET]   # GitHub masks it in the log too
+    shown = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("::add-mask::")]
+    assert SECRET not in "\n".join(shown) and "the token is ***" in result.stdout
+
+
+def test_local_reports_go_to_a_temporary_folder_it_names(run_cli, make_project):
+    import re
+
+    project = make_project(PASSING)
+    result = run_cli(["unit-tests", "--project", str(project), "--python", PY], platform="local", cwd=project)
+    assert result.code == 0, result.stderr
+    folder = Path(re.search(r"reports go to (\S+) \(a temporary folder", result.stderr).group(1))
+    assert (folder / "unit-tests.xml").is_file()
+    assert not folder.is_relative_to(project) and not (project / ".stackci").exists()
+    import shutil
+    shutil.rmtree(folder)

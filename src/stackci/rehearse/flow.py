@@ -20,7 +20,7 @@ from typing import Callable
 from .. import log, markdown as md
 from ..ci.base import Platform
 from ..context import App
-from ..errors import StackciError
+from ..errors import Interrupted, StackciError
 from . import sandbox as sb
 
 logger = log.get("rehearse")
@@ -200,6 +200,8 @@ def invoke(app: App, box: sb.Sandbox, argv: list[str]) -> StagePlatform:
         message = f"stackci {name}: " + " ".join(exc.format_message().split())
         platform.error(message, title="stackci: bad input")
         raise BlockFailed(message, 2, platform) from None
+    except Interrupted:          # the block stopped what it started: the rehearsal is interrupted
+        raise KeyboardInterrupt from None
     except StackciError as exc:
         platform.error(exc.one_line(), title=exc.title, file=exc.file, line=exc.line)
         raise BlockFailed(exc.one_line(), exc.exit_code, platform) from None

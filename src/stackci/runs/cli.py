@@ -17,7 +17,7 @@ import click
 from .. import log
 from ..bundle.options import Line  # noqa: F401 - one type for every --var / --job-param; integration imports it here
 from ..context import App
-from ..errors import ConfigError, RunFailed
+from ..errors import ConfigError, Interrupted, RunFailed
 
 logger = log.get("runs")
 
@@ -62,8 +62,13 @@ def idempotency_token(environ, *parts: str) -> str | None:
 
 
 def default_junit_path(app: App, name: str) -> Path:
-    base = app.environ.get("RUNNER_TEMP") or app.environ.get("AGENT_TEMPDIRECTORY")
-    folder = Path(base) / "stackci" if base else Path(".stackci")
+    """``$RUNNER_TEMP/stackci/<name>`` (``$AGENT_TEMPDIRECTORY`` on Azure), else ``<name>`` in a new
+    temporary folder, which is logged: never the current directory, whose files a deploy uploads."""
+    from .. import junit
+
+    folder, new = junit.report_folder(app.environ)
+    if new:
+        logger.info("reports go to %s (a temporary folder; --junit-xml chooses another place)", folder)
     return folder / name
 
 
@@ -97,12 +102,17 @@ def run_job(app: App, client, job, *, params: dict[str, str], timeout: float | N
     started = client.jobs.run_now(job.job_id, job_parameters=params or None, idempotency_token=token)
     run_id = started.run_id
     waiter = Waiter(client, clock=app.clock)
-    result = waiter.wait(run_id, timeout=timeout, stop=stop, label=name)
+    try:
+        result = waiter.wait(run_id, timeout=timeout, stop=stop, label=name)
+    except KeyboardInterrupt:   # the waiter has cancelled the run (or warned that it could not)
+        url = getattr(waiter.last.get(run_id), "run_page_url", None)
+        raise Interrupted(f"run-job {name} was interrupted: run {run_id} was cancelled",
+                          hint=f"see {url}" if url else None) from None
     job_report = report.collect(client, result.run, name, outcome=result.outcome, timeout=timeout)
     app.platform.set_output("result", result.outcome)
     app.platform.set_output("run-id", str(run_id))
     app.platform.set_output("run-url", job_report.url or "")
-    path = report.write_junit(junit_xml, [job_report], f"run-job {name}")
+    path = report.write_junit(junit_xml, [job_report], f"run-job {name}", redact=app.platform.redact)
     app.platform.set_output("junit-xml", str(path.resolve()))
     app.platform.append_summary(report.summary([job_report], f"Job {name}: {result.outcome}"))
     for task in job_report.failed_tasks:
@@ -111,7 +121,8 @@ def run_job(app: App, client, job, *, params: dict[str, str], timeout: float | N
             with app.platform.group(f"{name} › {task.key}: {task.outcome}"):
                 app.platform.print_untrusted(text)
     report.annotate(app.platform, [job_report])
-    progress.say(f"{result.outcome} after {result.polls} status calls ({job_report.url or run_id})")
+    progress.say(f"{result.outcome} after {result.polls} status call{'' if result.polls == 1 else 's'} "
+                 f"({job_report.url or run_id})")
     if result.outcome != SUCCESS:
         failed = ", ".join(t.key for t in job_report.failed_tasks)
         raise RunFailed(f"job {name} run {run_id}: {FAILURE_TEXT.get(result.outcome, result.outcome)}"
@@ -176,7 +187,8 @@ def find_bundle_job(loaded, key: str):
 @click.option("--timeout", envvar="STACKCI_TIMEOUT",
               help="Cancel the run and fail after this long, e.g. 30m, 1h30m.")
 @click.option("--junit-xml", type=click.Path(path_type=Path, dir_okay=False), envvar="STACKCI_JUNIT_XML",
-              help="Where to write the JUnit report [default: $RUNNER_TEMP/stackci/run-job.xml].")
+              help="Where to write the JUnit report [default: $RUNNER_TEMP/stackci/run-job.xml, "
+                   "$AGENT_TEMPDIRECTORY/stackci/run-job.xml or a new temporary folder].")
 @click.option("--idempotency-token", "token_option", envvar="STACKCI_IDEMPOTENCY_TOKEN",
               help="Reuse the run started with this token [default in CI: derived from the CI run and "
                    "attempt, so a retried step does not start a second run].")

@@ -27,7 +27,7 @@ import click
 
 from .. import log
 from ..context import App
-from ..errors import ConfigError, RunFailed
+from ..errors import ConfigError, Interrupted, RunFailed
 from .cli import FAILURE_TEXT, Line, ci_run_key, default_junit_path, parse_params
 from .isolation import TAG_COPY, TAG_CREATED, copy_root, isolation_id, overrides
 
@@ -69,7 +69,7 @@ def _load_copy(app: App, opts: dict, ident: str, now: float):
     jobs = (base.bundle.resources.get("jobs") or {})
     unknown = [k for k in opts["jobs"] if k not in jobs]
     if unknown:
-        raise ConfigError(f"unknown job key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in target "
+        raise ConfigError(f"unknown job key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in target "
                           f"{base.bundle.target}", hint=f"the bundle's jobs are: {', '.join(sorted(jobs)) or 'none'}")
     user = opts["user"] or (base.bundle.current_user.user_name if base.bundle.current_user else None)
     copy = load(app, user=user, command="integration-test",
@@ -281,10 +281,9 @@ def integration_test(app: App, **opts) -> str:
                 names[key] = f"{key} ({job.get('name') or job['id']})"
             _run_jobs(app, engine.client, outcome, opts, ident, runs)
             phase["runs_done"] = True
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:   # torn down below, then said as one line (exit 130)
             interrupted = True
             problem.append("interrupted")
-            raise
         except Exception as exc:
             where = "deploy of the isolated copy" if not phase["deployed"] else "run"
             text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
@@ -301,7 +300,8 @@ def integration_test(app: App, **opts) -> str:
         if late and not interrupted:
             interrupted = True
     if interrupted:
-        raise KeyboardInterrupt
+        raise Interrupted(f"integration test of {target} was interrupted: its runs were cancelled; isolated copy "
+                          f"{ident}: {' '.join(removal.split())}")
     if overall != "success":
         bad = [f"{r.name}: {FAILURE_TEXT.get(r.outcome, r.outcome)}" for r in
                (runs.reports.get(k) for k in keys) if r is not None and r.outcome != "success"]
@@ -317,8 +317,8 @@ def _finish(app: App, engine, opts, copy, ident: str, phase: dict, interrupted: 
     if not phase["deploy_started"]:
         return "nothing was deployed"
     if opts["keep"]:
-        app.platform.annotate("notice", f"kept the isolated copy {ident} at {copy.bundle.root_path} (--keep); "
-                              f"remove it with: {hint}", title="stackci: isolated copy kept")
+        app.platform.annotate("notice", f"the isolated copy {ident} stays at {copy.bundle.root_path} (--keep); "
+                              f"remove it with: {hint}", title="stackci: --keep")
         return f"kept at {copy.bundle.root_path} (--keep); remove it with `{hint}`"
     started = app.clock()
     if interrupted:
@@ -367,7 +367,7 @@ def _publish(app: App, report, junit, opts, runs: Runs, target: str, ident: str,
         extra.append(junit.Case(name="deploy" if problem[0].startswith("deploy") else "integration-test",
                                 classname=f"integration-test {target}", status=junit.ERROR, message=problem[0]))
     path = report.write_junit(opts["junit_xml"] or default_junit_path(app, "integration-test.xml"), reports,
-                              f"integration-test {target}", extra)
+                              f"integration-test {target}", extra, redact=p.redact)
     p.set_output("junit-xml", str(path.resolve()))
     text = report.summary(reports, f"Integration test of {target} ({ident}): {overall}")
     from .. import markdown as md
@@ -515,7 +515,8 @@ def _duration(value: str | None, option: str) -> float | None:
 @click.option("--retry-infra", type=click.IntRange(0, 5), default=0, show_default=True, envvar="STACKCI_RETRY_INFRA",
               help="Re-run a job up to this many times when the platform (not the code) failed.")
 @click.option("--junit-xml", type=click.Path(path_type=Path, dir_okay=False), envvar="STACKCI_JUNIT_XML",
-              help="Where to write the JUnit report [default: $RUNNER_TEMP/stackci/integration-test.xml].")
+              help="Where to write the JUnit report [default: $RUNNER_TEMP/stackci/integration-test.xml, "
+                   "$AGENT_TEMPDIRECTORY/stackci/integration-test.xml or a new temporary folder].")
 @click.option("--workspace-parallel", type=click.IntRange(1, 64), default=8, show_default=True,
               envvar="STACKCI_WORKSPACE_PARALLEL", help="Workspace requests in flight at once during deploy.")
 @click.pass_obj

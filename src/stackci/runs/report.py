@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import junit, log, markdown as md
-from .wait import CANCELED, FAILED, INFRA, SKIPPED, SUCCESS, TIMEDOUT, classify, run_state
+from .wait import CANCELED, FAILED, INFRA, SKIPPED, SUCCESS, TIMEDOUT, classify, duration_text, run_state
 
 logger = log.get("runs")
 
@@ -81,7 +81,7 @@ def collect(client, run, name: str | None = None, *, outcome: str | None = None,
         timed_out = outcome == TIMEDOUT and result == "CANCELED"
         if timed_out:
             outcome_of_task = TIMEDOUT
-            message = (f"cancelled after --timeout {md.seconds(timeout)}" if timeout else "cancelled: timed out") \
+            message = (f"cancelled after --timeout {duration_text(timeout)}" if timeout else "cancelled: timed out") \
                 + (f" ({message})" if message else "")
         report = TaskReport(task.task_key, task.run_id, life, result, outcome_of_task, _duration(task),
                             getattr(task, "run_page_url", None), message=message)
@@ -157,8 +157,10 @@ def junit_cases(reports: list[JobReport]) -> list[junit.Case]:
     return cases
 
 
-def write_junit(path: Path, reports: list[JobReport], suite: str, extra: list[junit.Case] = ()) -> Path:
-    return junit.write(path, suite, [*extra, *junit_cases(reports)])
+def write_junit(path: Path, reports: list[JobReport], suite: str, extra: list[junit.Case] = (), *,
+                redact) -> Path:
+    """The JUnit file, with every secret the platform knows (``redact``: ``platform.redact``) as ``***``."""
+    return junit.write(path, suite, [*extra, *junit_cases(reports)], redact=redact)
 
 
 def annotate(platform, reports: list[JobReport], limit: int = 50) -> None:
@@ -168,7 +170,7 @@ def annotate(platform, reports: list[JobReport], limit: int = 50) -> None:
             if count >= limit:
                 return
             first = (task.error or task.message or task.outcome).strip().splitlines()
-            platform.error(f"{task.outcome}: {first[0] if first else task.outcome}"
-                           + (f" ({task.url})" if task.url else ""),
+            # the title names the outcome ("train › Train failed"): the message is what went wrong
+            platform.error((first[0] if first else task.outcome) + (f" ({task.url})" if task.url else ""),
                            title=f"{job.name} › {task.key} {task.outcome}")
             count += 1

@@ -1,5 +1,6 @@
-"""Wait for a job run: adaptive polling, one progress line per state change, cancel on
-interrupt or timeout, and a classification of how it ended.
+"""Wait for a job run: adaptive polling, one progress line per state change (and a "still
+RUNNING" line about once a minute while nothing changes), cancel on interrupt or timeout, and
+a classification of how it ended.
 
 The SDK's own waiter sleeps at least a second between polls and says nothing while it
 waits; this one polls fast while a run is young (a short run is seen finishing within
@@ -123,6 +124,16 @@ def classify(run) -> str:
     return FAILED
 
 
+def duration_text(seconds: float) -> str:
+    """``45s``, ``5m 00s``, ``1h 05m``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
 @dataclass
 class WaitResult:
     run: object
@@ -145,6 +156,12 @@ class Waiter:
     #: the last state seen of every run this waiter watched (run id -> run), so an interrupted
     #: caller can still report a run without asking the workspace again
     last: dict = field(default_factory=dict)
+    #: while nothing changes, a "still RUNNING" line after this many seconds of silence (seen at the
+    #: next poll: about once a minute); after ``quiet_after`` seconds of waiting, every
+    #: ``quiet_interval`` seconds instead, so a run of hours logs a bounded number of lines
+    heartbeat: float = 60.0
+    quiet_after: float = 1800.0
+    quiet_interval: float = 300.0
 
     def wait(self, run_id: int, *, timeout: float | None = None, stop: threading.Event | None = None,
              label: str = "run") -> WaitResult:
@@ -153,6 +170,8 @@ class Waiter:
         seen: dict[str, tuple] = {}
         polls = 0
         intervals = self.schedule.intervals()
+        quiet_since = start          # the last line this wait printed (a change or a heartbeat)
+        state_since = start          # when the run entered the state it is in
         try:
             while True:
                 # a run that was just triggered has not ended: wait first, then look
@@ -169,10 +188,21 @@ class Waiter:
                 run = self.client.jobs.get_run(run_id)
                 polls += 1
                 self.last[run_id] = run
-                if self._report(run, seen, start, label):
+                before = seen.get(label)
+                changed, task_ended = self._report(run, seen, start, label)
+                if task_ended:
                     intervals = self.schedule.intervals()   # a task ended: the next may be short
                 if run_state(run)[0] in TERMINAL:
                     return WaitResult(run, classify(run), polls, self.clock() - start)
+                now = self.clock()
+                if seen.get(label) != before:
+                    state_since = now
+                if changed:
+                    quiet_since = now
+                elif now - quiet_since >= (self.heartbeat if now - start < self.quiet_after
+                                           else self.quiet_interval):
+                    self._say(start, self._still(run, label, now - state_since))
+                    quiet_since = now
         except KeyboardInterrupt:
             self._say(start, f"{label}: interrupted, cancelling run {run_id}")
             try:
@@ -198,12 +228,13 @@ class Waiter:
             self._say(start, f"{label}: run {run_id} is {'/'.join(filter(None, run_state(run)))}")
         return run, polls
 
-    def _report(self, run, seen: dict, start: float, label: str) -> bool:
-        """Log state changes, one line each; True when a task of a still-running run has just ended.
+    def _report(self, run, seen: dict, start: float, label: str) -> tuple[bool, bool]:
+        """Log state changes, one line each. Returns (whether a line was logged, whether a task of a
+        still-running run has just ended).
 
         A line carries the run's (or task run's) URL the first time it is seen and when it
         ends other than successfully: that is the link someone reading the log wants."""
-        task_ended = False
+        task_ended = changed = False
         items = [(label, run)] + [(f"{label} › {t.task_key}", t) for t in (getattr(run, "tasks", None) or [])]
         for name, item in items:
             state = run_state(item)
@@ -212,11 +243,25 @@ class Waiter:
                 if item is not run and state[0] in TERMINAL and not first:
                     task_ended = True
                 seen[name] = state
+                changed = True
                 text = state[0] + (f" {state[1]}" if state[1] else "")
                 bad = state[0] in ("TERMINATED", "INTERNAL_ERROR") and state[1] not in ("SUCCESS", None)
                 url = getattr(item, "run_page_url", None) if first or bad else None
                 self._say(start, f"{name}: {text}" + (f" ({url})" if url else ""))
-        return task_ended and run_state(run)[0] not in TERMINAL
+        return changed, task_ended and run_state(run)[0] not in TERMINAL
+
+    @staticmethod
+    def _still(run, label: str, in_state: float) -> str:
+        """``label: still RUNNING (task Train, 5m 00s)``: the run's state, its active tasks (at most
+        three named) and how long the run has been in that state."""
+        life = run_state(run)[0] or "active"
+        active = [t.task_key for t in (getattr(run, "tasks", None) or [])
+                  if run_state(t)[0] not in TERMINAL and run_state(t)[0] is not None]
+        running = [t.task_key for t in (getattr(run, "tasks", None) or []) if run_state(t)[0] == "RUNNING"]
+        keys = running or active
+        named = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        what = f"task{'s' if len(keys) > 1 else ''} {named}, " if keys else ""
+        return f"{label}: still {life} ({what}{duration_text(in_state)})"
 
     def _say(self, start: float, message: str) -> None:
         line = f"[{self.clock() - start:6.1f}s] {message}"
