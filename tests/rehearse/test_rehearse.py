@@ -31,6 +31,8 @@ def test_example_project_passes_every_stage(passed):
         assert f"rehearse: stage {number}/7: {title} passed in" in passed.stderr
         assert re.search(rf"^\s+{number}\s+{re.escape(title)}\s+passed\s+\d+\.\d\d s\s+\S", passed.stderr, re.M)
     assert "29 tests: 29 passed" in " ".join(passed.stage("unit-tests")["details"])
+    # validate, plan, deploy and the smoke run all see prod without run_as: the warning is shown once
+    assert passed.stderr.count("uses 'mode: production' without run_as") == 1, passed.stderr
     assert "isolated copy 'rehearsal': removed" in passed.stage("integration-test")["details"]
     assert "version 0.1.0: tag v0.1.0 and branch release/v0.1.0" in passed.stage("cut-release")["details"][0]
     # every stage ran the block CI runs
@@ -131,19 +133,35 @@ def test_a_failing_integration_task_stops_at_the_integration_test(rehearse, brok
         assert len(runs) == 1 and runs[0].state.result_state.value == "FAILED"
 
 
-def test_a_missing_target_says_which_stage_will_fail_and_why(rehearse, broken_copy):
+def test_a_missing_target_is_refused_before_anything_runs(rehearse, broken_copy):
     def drop_test_target(text: str) -> str:
         start, end = text.index("  # Integration tests run here"), text.index("  staging:")
         return text[:start] + text[end:]
 
-    run = rehearse(project=broken_copy({"databricks.yml": drop_test_target}), keep=False)
-    assert run.code == 1
-    first = next(line for line in run.stderr.splitlines() if line.startswith("warning:"))
-    assert "target 'test' is not in the bundle (targets: dev, staging, prod)" in first
-    assert "the integration test stage will fail, and so would the integration-test check" in first
-    assert "pass --test-target" in first
-    assert run.results()["integration-test"] == "failed" and run.results()["deploy-staging"] == "not run"
-    assert "unknown target 'test'; valid targets: dev, staging, prod" in run.stage("integration-test")["message"]
+    run = rehearse(project=broken_copy({"databricks.yml": drop_test_target}), keep=False, timeout=60)
+    assert run.code == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("error: stackci: bad input: --test-target 'test' (the default) is not a target of "
+                               "the bundle (targets: dev, staging, prod); pass --test-target with the target your CI "
+                               "uses for the integration test")
+    assert "integration-test check of every pull request would fail on it the same way" in lines[0]
+    assert "--target (STACKCI_TARGET)" not in lines[0]
+    assert not run.work_dir.exists()
+
+
+def test_a_bundle_the_engine_does_not_deploy_cannot_be_rehearsed(rehearse, broken_copy):
+    pipeline = "resources:\n  pipelines:\n    etl:\n      name: ${bundle.target}-etl\n"
+    run = rehearse(project=broken_copy({"resources/etl-pipeline.yml": lambda _: pipeline}), keep=False)
+    assert run.code == 2, run.stderr[-3000:]
+    assert run.results()["validate"] == "failed" and run.results()["integration-test"] == "not run"
+    assert run.stage("validate")["engine_limit"] == "resources.pipelines (etl)"
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stackci: bad input: cannot rehearse this bundle: stackci's deploy engine does not "
+                           "deploy resources.pipelines (etl), and a rehearsal deploys with that engine only (it has "
+                           "no --engine cli)"), last
+    assert "engine: cli (STACKCI_ENGINE=cli)" in last
+    assert not run.work_dir.exists()
 
 
 @pytest.mark.parametrize("project, args, message", [
@@ -153,7 +171,14 @@ def test_a_missing_target_says_which_stage_will_fail_and_why(rehearse, broken_co
     (EXAMPLE, ["--timeout", "soon"], "--timeout: 'soon' is not a duration"),
     (EXAMPLE, ["--var", "novalue"], "--var 'novalue' is not of the form name=value"),
     (EXAMPLE, ["--bump", "huge"], "Invalid value for '--bump'"),
-], ids=["no-project", "pattern", "python", "timeout", "var", "bump"])
+    (EXAMPLE, ["--test-target", "nope"], "--test-target 'nope' is not a target of the bundle (targets: dev, test, "
+                                         "staging, prod); pass --test-target with the target your CI uses"),
+    (EXAMPLE, ["--prod-target", "live"], "--prod-target 'live' is not a target of the bundle"),
+    (EXAMPLE, ["--job", "nope"], "--job 'nope' is not a job of the bundle (jobs: batch_inference_job, "
+                                 "model_training_job)"),
+    (EXAMPLE, ["--smoke-job", "nope"], "--smoke-job 'nope' is not a job of the bundle"),
+], ids=["no-project", "pattern", "python", "timeout", "var", "bump", "test-target", "prod-target", "job",
+        "smoke-job"])
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(rehearse, tmp_path, project, args, message):
     run = rehearse(*args, project=project, cwd=tmp_path, timeout=60)
     assert run.code == 2, run.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -16,9 +17,19 @@ from ..errors import ConfigError, Interrupted, RunFailed
 logger = log.get("rehearse")
 
 
-def bundle_facts(project: Path) -> tuple[str, list[str] | None, str | None]:
-    """(bundle name, target names, problem) read from the configuration without resolving it;
-    a configuration that cannot be read is the validate stage's to report."""
+@dataclass
+class Facts:
+    """What the rehearsal reads from the configuration before it starts, without resolving it."""
+
+    name: str
+    targets: list[str] | None = None       # None: the configuration cannot be read (``problem`` says why)
+    jobs: set[str] = field(default_factory=set)   # job keys at the root or in any target
+    problem: str | None = None
+
+
+def bundle_facts(project: Path) -> Facts:
+    """The bundle's name, targets and job keys; a configuration that cannot be read is the validate
+    stage's to report."""
     from ..bundle.loader import check_bundle_name, expand_includes, find_root, merge_include
     from ..bundle.nodes import load_file
 
@@ -29,30 +40,52 @@ def bundle_facts(project: Path) -> tuple[str, list[str] | None, str | None]:
             merge_include(tree, load_file(extra, str(extra)), extra)
         name = check_bundle_name(tree, config)
         targets = tree.get("targets")
+        scopes = [tree] + ([t for t in targets.value.values() if t.is_map]
+                           if targets is not None and targets.is_map else [])
+        jobs = set()
+        for scope in scopes:
+            resources = scope.get("resources")
+            found = resources.get("jobs") if resources is not None and resources.is_map else None
+            if found is not None and found.is_map:
+                jobs |= set(found.value)
         names = list(targets.value) if targets is not None and targets.is_map else []
-        return name, names, None
+        return Facts(name, names, jobs)
     except ConfigError as exc:
-        return project.name, None, exc.one_line()
+        return Facts(project.name, problem=exc.one_line())
 
 
-def forecast(opts, targets: list[str] | None, problem: str | None) -> list[str]:
-    """What the rehearsal can tell before it starts about stages that will fail, as they would in CI."""
-    if problem:
-        return [f"the bundle configuration cannot be read ({problem}): the validate stage will stop here, as the "
-                "pull request's validate check would in CI"]
-    notes = []
-    needs = [(opts.staging_target, ["validate + plan", "deploy staging"], "--staging-target",
-              "the validate check of every pull request"),
-             (opts.prod_target, ["validate + plan", "deploy prod", "smoke run"], "--prod-target",
-              "the validate check of every pull request"),
-             (opts.test_target, ["integration test"], "--test-target",
-              "the integration-test check of every pull request (its target input names it)")]
-    for target, stages, option, check in needs:
-        if target not in (targets or []):
-            notes.append(f"target {target!r} is not in the bundle (targets: {', '.join(targets or []) or 'none'}): "
-                         f"the {stages[0]} stage will fail, and so would {check} in CI; pass {option} with the "
-                         f"target your CI uses for {' and '.join(stages)}")
-    return notes
+#: the targets a rehearsal deploys: (option, the stages that use it, the CI check that would fail)
+TARGET_OPTIONS = (("test_target", "--test-target", "the integration test",
+                   "the integration-test check of every pull request"),
+                  ("staging_target", "--staging-target", "validate + plan and the staging deploy",
+                   "the validate check of every pull request"),
+                  ("prod_target", "--prod-target", "validate + plan, the prod deploy and the smoke run",
+                   "the validate check of every pull request"))
+
+
+def check_facts(opts, facts: Facts, given: set[str]) -> None:
+    """Every target and job the rehearsal uses is in the bundle: else one line, exit 2, before
+    anything is created (in CI the same names would fail the check named in the hint)."""
+    if facts.targets is None:
+        return
+    known = ", ".join(facts.targets) or "none"
+    for attr, option, stages, check in TARGET_OPTIONS:
+        target = getattr(opts, attr)
+        if target not in facts.targets:
+            shown = f"{option} {target!r}" + ("" if attr in given else " (the default)")
+            raise ConfigError(f"{shown} is not a target of the bundle (targets: {known})",
+                              hint=f"pass {option} with the target your CI uses for {stages}; in CI, {check} "
+                                   "would fail on it the same way")
+    jobs = ", ".join(sorted(facts.jobs)) or "none"
+    for key in opts.jobs:
+        if key not in facts.jobs:
+            raise ConfigError(f"--job {key!r} is not a job of the bundle (jobs: {jobs})",
+                              hint="pass --job with the key (resources.jobs.<KEY>) of a job the integration test "
+                                   "runs")
+    if opts.smoke_job and opts.smoke_job not in facts.jobs:
+        raise ConfigError(f"--smoke-job {opts.smoke_job!r} is not a job of the bundle (jobs: {jobs})",
+                          hint="pass --smoke-job with the key of the job to run after the prod deploy, or an empty "
+                               "value for no smoke run")
 
 
 def split_words(values: tuple[str, ...]) -> list[str]:
@@ -63,7 +96,9 @@ def split_words(values: tuple[str, ...]) -> list[str]:
 @click.argument("project", required=False, type=click.Path(path_type=Path), envvar="STACKCI_PROJECT")
 @click.option("--python", envvar="STACKCI_PYTHON",
               help="The project's interpreter for its tests and job tasks [default: a virtual environment with "
-                   "the project's requirements, created once under --cache-dir and reused].")
+                   "the project's requirements, created once under --cache-dir and reused]. An interpreter outside "
+                   "a virtual environment is the base of such a venv (nothing is installed into it); a venv's "
+                   "interpreter is used as it is, with the requirements installed into it.")
 @click.option("-r", "--requirements", multiple=True, envvar="STACKCI_REQUIREMENTS",
               help="Requirements file(s) of the project, relative to it [default: requirements.txt if present].")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), envvar="STACKCI_CACHE_DIR",
@@ -95,8 +130,8 @@ def split_words(values: tuple[str, ...]) -> list[str]:
               help="Leave the workspace data, the bare origin and the checkouts, and say how to serve them again.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               envvar="STACKCI_OUTPUT", help="json: also print the report as JSON on stdout.")
-@click.pass_obj
-def command(app: App, project, python, requirements, cache_dir, test_target, staging_target, prod_target, jobs,
+@click.pass_context
+def command(ctx: click.Context, project, python, requirements, cache_dir, test_target, staging_target, prod_target, jobs,
             smoke_job, variables, bump, branch_pattern, release_branch, timeout, work_dir, keep, output) -> None:
     """Rehearse the project's whole CI/CD flow on this machine: no credentials, no network.
 
@@ -111,6 +146,10 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
     from ..dbx import parse_duration
     from ..unit_tests import resolve_python, resolve_requirements
     from . import flow, sandbox as sb
+
+    app: App = ctx.obj
+    given = {name for name in ("test_target", "staging_target", "prod_target")
+             if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
 
     # ---- preconditions: nothing is created before all of them hold
     root = sb.resolve_project(project, Path.cwd())
@@ -134,12 +173,15 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
                         jobs=keys, smoke_job=(smoke_job or "").strip() or None, variables=list(variables),
                         bump=bump, branch_pattern=branch_pattern, release_branch=release_branch, timeout=timeout,
                         keep=keep)
-    name, targets, problem = bundle_facts(root)
+    facts = bundle_facts(root)
+    check_facts(opts, facts, given)
+    name = facts.name
     box = sb.Sandbox.make(root, work_dir)
 
     logger.info("rehearsing bundle %s from %s in %s", name, root, box.base)
-    for note in forecast(opts, targets, problem):
-        app.platform.warning(note, title="stackci: rehearse")
+    if facts.problem:
+        app.platform.warning(f"the bundle configuration cannot be read ({facts.problem}): the validate stage will "
+                             "stop here, as the pull request's validate check would in CI", title="stackci: rehearse")
     rehearsal = flow.Rehearsal(app, opts, box, name)
     failed = None
     interrupted = False
@@ -175,6 +217,11 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
     if failed is not None:
         later = [s.title for s in rehearsal.stages[rehearsal.stages.index(failed) + 1:]]
         number = rehearsal.stages.index(failed)
+        if failed.engine_limit:
+            raise ConfigError(f"cannot rehearse this bundle: stackci's deploy engine does not deploy "
+                              f"{failed.engine_limit}, and a rehearsal deploys with that engine only (it has no "
+                              f"--engine cli)", hint="rehearse a bundle without them; in CI such a bundle deploys "
+                                                     "with the blocks' engine: cli (STACKCI_ENGINE=cli)")
         if failed.local_only:
             hint = f"{failed.local_only}, so this says nothing about {failed.in_ci} in CI"
         else:
@@ -182,6 +229,17 @@ def command(app: App, project, python, requirements, cache_dir, test_target, sta
                 f" and stop the flow before {', '.join(later)}" if later else "")
         raise RunFailed(f"rehearsal failed at stage {number}/{len(rehearsal.stages) - 1} ({failed.title}): "
                         f"{failed.message}", hint=hint)
+
+
+def redacted(value, redact):
+    """``value`` (JSON-like) with ``redact`` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redacted(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: redacted(v, redact) for k, v in value.items()}
+    return value
 
 
 def report(app: App, rehearsal, name: str, failed, interrupted: bool, url: str, output: str) -> None:
@@ -197,15 +255,16 @@ def report(app: App, rehearsal, name: str, failed, interrupted: bool, url: str, 
     p = app.platform
     p.set_output("result", result)
     p.set_output("failed-stage", failed.key if failed is not None else "")
-    p.set_output("stages", json.dumps([s.as_json() for s in stages], sort_keys=True))
+    # stage messages and details quote the blocks' errors: redacted like everything the log shows
+    p.set_output("stages", json.dumps(redacted([s.as_json() for s in stages], p.redact), sort_keys=True))
     p.set_output("workspace-url", url)
     p.set_output("work-dir", str(rehearsal.box.base) if rehearsal.opts.keep else "")
     icon = "✅" if result == "passed" else "❌"
     p.append_summary(flow.summary_markdown(f"### {icon} {title}", stages,
                                            [f"Local workspace: {url}"] if url else []))
     if output == "json":
-        click.echo(json.dumps({"bundle": name, "project": str(rehearsal.opts.project), "result": result,
-                               "failed_stage": failed.key if failed is not None else None,
-                               "workspace_url": url,
-                               "work_dir": str(rehearsal.box.base) if rehearsal.opts.keep else None,
-                               "stages": [s.as_json() for s in stages]}, indent=2))
+        click.echo(json.dumps(redacted({"bundle": name, "project": str(rehearsal.opts.project), "result": result,
+                                        "failed_stage": failed.key if failed is not None else None,
+                                        "workspace_url": url,
+                                        "work_dir": str(rehearsal.box.base) if rehearsal.opts.keep else None,
+                                        "stages": [s.as_json() for s in stages]}, p.redact), indent=2))

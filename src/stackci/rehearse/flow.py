@@ -120,10 +120,14 @@ class StagePlatform(Platform):
 
     name = "local"
 
-    def __init__(self, parent: Platform, environ, shown: Callable[[str | None], str | None]) -> None:
+    def __init__(self, parent: Platform, environ, shown: Callable[[str | None], str | None],
+                 warned: set | None = None) -> None:
         super().__init__(environ)
         self.parent = parent
         self.shown = shown
+        #: the warnings already shown by an earlier stage: the same configuration warning (a prod
+        #: target without run_as) is raised by validate, plan, deploy and run-job alike; it is shown once
+        self.warned = warned if warned is not None else set()
         self.stdout = parent.stdout
         self.annotations: list[Annotation] = []
         self.summaries: list[str] = []
@@ -141,6 +145,10 @@ class StagePlatform(Platform):
     def _annotate(self, level, message, *, file, line, col, title) -> None:
         file = self.shown(file)
         self.annotations.append(Annotation(level, message, file, line, title))
+        if level != "error":
+            if (level, message, file, line, title) in self.warned:
+                return
+            self.warned.add((level, message, file, line, title))
         self.parent.annotate(level, message, file=file, line=line, col=col, title=title)
 
     def append_summary(self, markdown: str) -> None:
@@ -171,14 +179,15 @@ class BlockFailed(Exception):
         self.platform = platform
 
 
-def invoke(app: App, box: sb.Sandbox, argv: list[str]) -> StagePlatform:
+def invoke(app: App, box: sb.Sandbox, argv: list[str], warned: set | None = None) -> StagePlatform:
     """Run ``stackci <argv>`` in this process, as its action or template would; raise
-    :class:`BlockFailed` with the block's one-line error when it fails."""
+    :class:`BlockFailed` with the block's one-line error when it fails. ``warned``: the warnings
+    shown so far in the rehearsal (each is shown once)."""
     import click
 
     from ..cli import cli
 
-    platform = StagePlatform(app.platform, sb.stage_environ(os.environ), box.shown)
+    platform = StagePlatform(app.platform, sb.stage_environ(os.environ), box.shown, warned)
     stage_app = App(platform=platform, environ=platform.environ, verbose=app.verbose, clock=app.clock)
     name, rest = argv[0], argv[1:]
     command = cli.get_command(click.Context(cli), name)
@@ -233,12 +242,14 @@ class Stage:
     commands: list[str] = field(default_factory=list)
     #: why this failure may be the local workspace's, not the project's (e.g. no Spark here)
     local_only: str | None = None
+    #: what the bundle has that stackci's deploy engine (the only one a rehearsal uses) does not deploy
+    engine_limit: str | None = None
 
     def as_json(self) -> dict:
         return {"stage": self.key, "title": self.title, "result": self.result, "duration": round(self.duration, 3),
                 "details": self.details, "links": [{"label": a, "url": b} for a, b in self.links],
                 "message": self.message, "in_ci": self.in_ci, "commands": self.commands,
-                "local_only": self.local_only}
+                "local_only": self.local_only, "engine_limit": self.engine_limit}
 
 
 STAGES = [
@@ -290,6 +301,7 @@ class Rehearsal:
         self.checkouts: dict[str, Path] = {}
         self.release: dict[str, str] = {}
         self.warm: Background | None = None
+        self.warned: set = set()
 
     # -- helpers ------------------------------------------------------------------------
     def stage(self, key: str) -> Stage:
@@ -298,7 +310,7 @@ class Rehearsal:
     def block(self, stage: Stage, argv: list[str]) -> StagePlatform:
         stage.commands.append(shlex.join(argv).replace(str(self.box.base), "$REHEARSAL"))
         try:
-            return invoke(self.app, self.box, argv)
+            return invoke(self.app, self.box, argv, self.warned)
         except BlockFailed as exc:
             if exc.platform is not None:
                 self.failure_details(stage, exc.platform, exc.message)
@@ -415,6 +427,30 @@ class Rehearsal:
                              f"{out.get('skipped', '0')} skipped in {out.get('duration', '?')} s")
 
     def validate(self, stage: Stage) -> None:
+        try:
+            self._validate(stage)
+        except BlockFailed as exc:
+            if exc.exit_code == 2:
+                stage.engine_limit = self.engine_limit()
+            raise
+
+    def engine_limit(self) -> str | None:
+        """What stackci's engine does not deploy in the targets the rehearsal deploys (read only once
+        validate has failed: such a bundle deploys in CI with --engine cli, which a rehearsal has not)."""
+        from ..bundle import load_bundle
+        from ..deploy import support
+
+        found: list[str] = []
+        for target in dict.fromkeys([self.opts.staging_target, self.opts.prod_target, self.opts.test_target]):
+            try:
+                bundle = load_bundle(self.checkouts["pr"], target, self.opts.variables, env={},
+                                     current_user=self.workspace.user_name if self.workspace else None)
+            except StackciError:
+                continue
+            found += [what for what, _ in support.unsupported(bundle) if what not in found]
+        return ", ".join(found) or None
+
+    def _validate(self, stage: Stage) -> None:
         pr = str(self.checkouts["pr"])
         targets = [self.opts.staging_target, self.opts.prod_target]
         for target in targets:

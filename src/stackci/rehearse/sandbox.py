@@ -402,27 +402,59 @@ class Interpreter:
     requirements: list[Path]       # to install in the unit-tests stage (only with --python)
 
 
-def venv_key(requirements: list[Path]) -> str:
+def venv_key(requirements: list[Path], base: tuple[str, str] | None = None) -> str:
+    """The cache key of a project venv: the base interpreter (``(version, executable)``, default
+    this one) and the requirements files' names and contents."""
+    version, executable = base or (sys.version, getattr(sys, "_base_executable", sys.executable))
     digest = hashlib.sha256()
-    digest.update(f"{sys.version}\0{getattr(sys, '_base_executable', sys.executable)}\0".encode())
+    digest.update(f"{version}\0{executable}\0".encode())
     for path in requirements:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
+_PROBE = ("import json, sys; print(json.dumps([sys.prefix != getattr(sys, 'base_prefix', sys.prefix), sys.version, "
+          "getattr(sys, '_base_executable', None) or sys.executable]))")
+
+
+def probe_interpreter(python: str) -> tuple[bool, str, str]:
+    """(whether ``python`` runs in a virtual environment, its sys.version, its base executable)."""
+    try:
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+        in_venv, version, executable = json.loads(proc.stdout.strip().splitlines()[-1])
+        return bool(in_venv), str(version), str(executable)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, TypeError):
+        raise ConfigError(f"--python {python} does not run as a Python interpreter",
+                          hint="pass --python with a python3 executable, or leave it out for a venv of this "
+                               "stackci's Python") from None
+
+
 def project_interpreter(app, *, python: str | None, requirements: list[Path], cache_dir: Path,
                         project: Path) -> Interpreter:
-    """``--python`` as given, else a virtual environment with the project's requirements,
-    created once under ``cache_dir`` and reused while the requirements and Python stay the same."""
+    """A virtual environment with the project's requirements, created once under ``cache_dir`` and
+    reused while the requirements and the base Python stay the same: from this stackci's Python,
+    or from ``--python``. A ``--python`` that already runs in a virtual environment is used as it
+    is (the unit-tests stage installs the requirements into it, as the block does in CI), and one
+    without requirements too: the rehearsal never pip-installs into an interpreter outside a venv."""
     from ..unit_tests import child_environment, install_requirements, resolve_python
 
+    base = None
     if python:
-        return Interpreter(resolve_python(python), f"--python {python}", requirements)
-    key = venv_key(requirements)
+        exe = resolve_python(python)
+        if not requirements:
+            return Interpreter(exe, f"--python {python}", [])
+        in_venv, version, executable = probe_interpreter(exe)
+        if in_venv:
+            return Interpreter(exe, f"--python {python} (a virtual environment)", requirements)
+        base = (exe, version, executable)
+    key = venv_key(requirements, base[1:] if base else None)
     folder = cache_dir / "rehearse" / f"venv-{key}"
     exe = folder / "bin" / "python"
     stamp = folder / ".stackci-complete"
     shown = ", ".join(p.name for p in requirements) or "no requirements file"
+    if base:
+        shown += f", from --python {python}"
     if stamp.is_file() and exe.is_file():
         return Interpreter(str(exe), f"cached venv {folder} ({shown})", [])
     try:
@@ -431,7 +463,6 @@ def project_interpreter(app, *, python: str | None, requirements: list[Path], ca
         raise ConfigError(f"cannot create the cache folder {folder.parent}: {exc.strerror or exc}",
                           hint="pass a writable --cache-dir (STACKCI_CACHE_DIR), or --python with an interpreter "
                                "that has the project's requirements") from None
-    import venv
     try:
         import fcntl
     except ImportError:  # no advisory locks (Windows): concurrent first rehearsals are then up to the user
@@ -443,13 +474,32 @@ def project_interpreter(app, *, python: str | None, requirements: list[Path], ca
         if stamp.is_file() and exe.is_file():
             return Interpreter(str(exe), f"cached venv {folder} ({shown})", [])
         progress = log.Progress(logger, "rehearse: project interpreter", app.clock)
-        progress.say(f"creating a virtual environment for the project in {folder} (once; later rehearsals "
-                     "reuse it)")
+        progress.say(f"creating a virtual environment for the project in {folder}"
+                     + (f" from {base[0]}" if base else "") + " (once; later rehearsals reuse it)")
         shutil.rmtree(folder, ignore_errors=True)
-        venv.EnvBuilder(with_pip=True, clear=True).create(folder)
+        make_venv(folder, base[0] if base else None)
         if requirements:
-            progress.say(f"installing {shown} into it")
+            progress.say(f"installing {', '.join(p.name for p in requirements)} into it")
             install_requirements(app, str(exe), requirements, project, child_environment(app))
-        stamp.write_text(json.dumps({"requirements": [str(p) for p in requirements], "python": sys.version}))
+        stamp.write_text(json.dumps({"requirements": [str(p) for p in requirements],
+                                     "python": base[1] if base else sys.version}))
         progress.say("ready")
     return Interpreter(str(exe), f"new venv {folder} ({shown})", [])
+
+
+def make_venv(folder: Path, python: str | None) -> None:
+    """A venv with pip in ``folder``: from this Python in-process, or by ``python -m venv``."""
+    if python is None:
+        import venv
+
+        venv.EnvBuilder(with_pip=True, clear=True).create(folder)
+        return
+    proc = subprocess.run([python, "-m", "venv", "--clear", str(folder)], capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        why = " ".join((proc.stderr or proc.stdout).split())[-300:]
+        raise ConfigError(f"--python {python} cannot create a virtual environment for the project's requirements "
+                          f"({why or f'python -m venv exited {proc.returncode}'})",
+                          hint="install its venv module (e.g. apt-get install python3-venv), or pass --python with "
+                               "the interpreter of a virtual environment that may take the requirements")
