@@ -6,7 +6,7 @@ on something it did not understand):
 
 - template expressions at compile time: ``${{ parameters.x }}`` inside strings and
   ``${{ if eq(parameters.x, true) }}:`` / ``ne(...)`` / ``${{ if parameters.x }}:``
-  keys that splice a list of steps; ``template:`` references, relative to the including
+  keys that splice a list of steps, or keys into a mapping (a step's ``env:``); ``template:`` references, relative to the including
   file or ``file@alias`` for a repository resource; ``${{ each pair in parameters.x }}:``
   over an object parameter inside a mapping; typed parameters with defaults,
   unknown parameters rejected;
@@ -41,7 +41,6 @@ import yaml
 from grammar import parse_azure_log
 
 _EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-_IF = re.compile(r"^if\s+(?:(eq|ne)\(\s*parameters\.(\w+)\s*,\s*([^)]*?)\s*\)|parameters\.(\w+))$")
 _EACH = re.compile(r"^each\s+(\w+)\s+in\s+parameters\.(\w+)$")
 _MACRO = re.compile(r"\$\(([A-Za-z0-9_.]+)\)")
 
@@ -50,11 +49,102 @@ class Unsupported(AssertionError):
     pass
 
 
-def _literal(text: str):
-    low = text.strip().strip("'\"").lower()
-    if low in ("true", "false"):
-        return low == "true"
-    return text.strip().strip("'\"")
+_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.]*)"
+                    r"|(?P<punct>[(),\[\]]))")
+_FULL = re.compile(r"^\$\{\{\s*(.*?)\s*\}\}$", re.S)
+_PART = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+class Expression:
+    """Compile-time template expressions: literals, ``parameters.x``, ``variables['X']`` and
+    eq ne and or not startsWith endsWith contains format in replace. Anything else is Unsupported."""
+
+    def __init__(self, text: str, scope: dict) -> None:
+        self.tokens = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if not m or m.end() == pos:
+                if text[pos:].strip():
+                    raise Unsupported(f"expression {text!r}")
+                break
+            kind = m.lastgroup
+            self.tokens.append((kind, m.group(kind)))
+            pos = m.end()
+        self.scope = scope
+        self.i = 0
+
+    def value(self):
+        result = self._expr()
+        if self.i != len(self.tokens):
+            raise Unsupported(f"trailing tokens in {self.tokens}")
+        return result
+
+    def _next(self):
+        token = self.tokens[self.i]
+        self.i += 1
+        return token
+
+    def _peek(self, text):
+        return self.i < len(self.tokens) and self.tokens[self.i][1] == text
+
+    def _expr(self):
+        kind, text = self._next()
+        if kind == "str":
+            return text[1:-1].replace("''", "'")
+        if kind == "num":
+            return float(text) if "." in text else int(text)
+        if kind != "name":
+            raise Unsupported(f"unexpected {text!r}")
+        if text in ("true", "false"):
+            return text == "true"
+        if self._peek("("):
+            self._next()
+            args = []
+            while not self._peek(")"):
+                args.append(self._expr())
+                if self._peek(","):
+                    self._next()
+            self._next()
+            return self._call(text, args)
+        root, _, rest = text.partition(".")
+        if root == "variables":
+            if self._peek("["):
+                self._next()
+                name = self._expr()
+                self._next()
+            else:
+                name = rest
+            return self.scope["variables"].get(name, "")
+        if root == "parameters":
+            value = self.scope["parameters"]
+            for part in rest.split("."):
+                if part not in value:
+                    raise Unsupported(f"unknown parameter {text}")
+                value = value[part]
+            return value
+        if root in self.scope and rest:   # a loop variable of ${{ each pair in ... }}: pair.key, pair.value
+            return self.scope[root][rest]
+        raise Unsupported(f"unknown name {text}")
+
+    @staticmethod
+    def _str(value) -> str:
+        return ("True" if value else "False") if isinstance(value, bool) else str(value)
+
+    def _call(self, name, args):
+        low = [self._str(a).lower() for a in args]
+        functions = {
+            "eq": lambda: low[0] == low[1], "ne": lambda: low[0] != low[1],
+            "and": lambda: all(bool(a) for a in args), "or": lambda: any(bool(a) for a in args),
+            "not": lambda: not args[0], "startsWith": lambda: low[0].startswith(low[1]),
+            "endsWith": lambda: low[0].endswith(low[1]), "contains": lambda: low[1] in low[0],
+            "in": lambda: low[0] in low[1:],
+            "replace": lambda: self._str(args[0]).replace(self._str(args[1]), self._str(args[2])),
+            "format": lambda: re.sub(r"\{(\d+)\}", lambda m: self._str(args[int(m.group(1)) + 1]), args[0]),
+        }
+        if name not in functions:
+            raise Unsupported(f"function {name}")
+        return functions[name]()
 
 
 def _typed(kind: str, value):
@@ -128,50 +218,51 @@ class Agent:
                 raise Unsupported(f"{path.name}: object parameter {name} got {values[name]!r}")
         return self._steps(doc.get("steps") or [], values, path)
 
-    def _sub(self, value, params):
+    def _sub(self, value, params, loop: dict | None = None):
+        loop = loop or {}
         if isinstance(value, str):
             def one(m):
                 expr = m.group(1)
+                root, _, rest = expr.partition(".")
+                if root in loop and rest in loop[root]:
+                    return _render(loop[root][rest])
                 if not expr.startswith("parameters.") or expr[11:] not in params:
                     raise Unsupported(f"template expression ${{{{ {expr} }}}}")
                 return _render(params[expr[11:]])
             return _EXPR.sub(one, value)
         if isinstance(value, list):
-            return [self._sub(v, params) for v in value]
+            return [self._sub(v, params, loop) for v in value]
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
                 m = _EXPR.fullmatch(k) if isinstance(k, str) else None
                 each = _EACH.match(m.group(1)) if m else None
+                if m and m.group(1).startswith("if "):   # ${{ if ... }}: keys spliced into a mapping
+                    if self._condition(k, params, loop):
+                        self._merge(out, self._sub(v, params, loop))
+                    continue
                 if each:   # ${{ each pair in parameters.x }}: over a mapping, in a mapping
                     var, source = each.groups()
                     for key, val in (params[source] or {}).items():
-                        scope = {**params, f"{var}.key": key, f"{var}.value": val}
-                        out.update(self._sub_each(v, scope))
+                        self._merge(out, self._sub(v, params, {**loop, var: {"key": key, "value": val}}))
                     continue
-                out[self._sub(k, params)] = self._sub(v, params)
+                self._merge(out, {self._sub(k, params, loop): self._sub(v, params, loop)})
             return out
         return value
 
-    def _sub_each(self, value, scope):
-        def one(m):
-            expr = m.group(1)
-            if expr in scope:
-                return _render(scope[expr])
-            raise Unsupported(f"template expression ${{{{ {expr} }}}} inside each")
-        return {_EXPR.sub(one, k): _EXPR.sub(one, str(v)) for k, v in value.items()}
+    @staticmethod
+    def _merge(out: dict, more: dict) -> None:
+        """A key given twice in one mapping (e.g. by an each and a literal) does not compile."""
+        twice = set(out) & set(more)
+        if twice:
+            raise Unsupported(f"mapping keys given twice: {sorted(twice)}")
+        out.update(more)
 
-    def _condition(self, key: str, params) -> bool:
-        m = _IF.match(_EXPR.fullmatch(key).group(1))
-        if not m:
+    def _condition(self, key: str, params, loop: dict | None = None) -> bool:
+        expr = _EXPR.fullmatch(key).group(1)
+        if not expr.startswith("if "):
             raise Unsupported(f"conditional {key}")
-        if m.group(4):
-            return bool(params[m.group(4)])
-        left, right = params[m.group(2)], _literal(m.group(3))
-        if isinstance(left, bool) and isinstance(right, str) and right.startswith("parameters."):
-            right = params[right[11:]]
-        same = str(left).lower() == str(right).lower()
-        return same if m.group(1) == "eq" else not same
+        return bool(Expression(expr[3:], {"parameters": params, "variables": self.variables, **(loop or {})}).value())
 
     def _steps(self, items, params, where: Path) -> list[dict]:
         out: list[dict] = []

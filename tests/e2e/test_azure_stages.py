@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from azure_agent import Agent, Unsupported
+from azure_agent import _FULL, _PART, Agent, Expression, Unsupported
 from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -25,102 +25,6 @@ CLIENT_ID, CLIENT_SECRET = "ci-service-principal", "s3cret-of-the-ci-sp"
 
 
 # --------------------------------------------------------------------------- the stand-in, for pipelines
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.]*)"
-                    r"|(?P<punct>[(),\[\]]))")
-_FULL = re.compile(r"^\$\{\{\s*(.*?)\s*\}\}$", re.S)
-_PART = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-
-
-class Expression:
-    """Compile-time template expressions: literals, ``parameters.x``, ``variables['X']`` and
-    eq ne and or not startsWith endsWith contains format in replace. Anything else is Unsupported."""
-
-    def __init__(self, text: str, scope: dict) -> None:
-        self.tokens = []
-        pos = 0
-        while pos < len(text):
-            m = _TOKEN.match(text, pos)
-            if not m or m.end() == pos:
-                if text[pos:].strip():
-                    raise Unsupported(f"expression {text!r}")
-                break
-            kind = m.lastgroup
-            self.tokens.append((kind, m.group(kind)))
-            pos = m.end()
-        self.scope = scope
-        self.i = 0
-
-    def value(self):
-        result = self._expr()
-        if self.i != len(self.tokens):
-            raise Unsupported(f"trailing tokens in {self.tokens}")
-        return result
-
-    def _next(self):
-        token = self.tokens[self.i]
-        self.i += 1
-        return token
-
-    def _peek(self, text):
-        return self.i < len(self.tokens) and self.tokens[self.i][1] == text
-
-    def _expr(self):
-        kind, text = self._next()
-        if kind == "str":
-            return text[1:-1].replace("''", "'")
-        if kind == "num":
-            return float(text) if "." in text else int(text)
-        if kind != "name":
-            raise Unsupported(f"unexpected {text!r}")
-        if text in ("true", "false"):
-            return text == "true"
-        if self._peek("("):
-            self._next()
-            args = []
-            while not self._peek(")"):
-                args.append(self._expr())
-                if self._peek(","):
-                    self._next()
-            self._next()
-            return self._call(text, args)
-        root, _, rest = text.partition(".")
-        if root == "variables":
-            if self._peek("["):
-                self._next()
-                name = self._expr()
-                self._next()
-            else:
-                name = rest
-            return self.scope["variables"].get(name, "")
-        if root == "parameters":
-            value = self.scope["parameters"]
-            for part in rest.split("."):
-                if part not in value:
-                    raise Unsupported(f"unknown parameter {text}")
-                value = value[part]
-            return value
-        raise Unsupported(f"unknown name {text}")
-
-    @staticmethod
-    def _str(value) -> str:
-        return ("True" if value else "False") if isinstance(value, bool) else str(value)
-
-    def _call(self, name, args):
-        low = [self._str(a).lower() for a in args]
-        functions = {
-            "eq": lambda: low[0] == low[1], "ne": lambda: low[0] != low[1],
-            "and": lambda: all(bool(a) for a in args), "or": lambda: any(bool(a) for a in args),
-            "not": lambda: not args[0], "startsWith": lambda: low[0].startswith(low[1]),
-            "endsWith": lambda: low[0].endswith(low[1]), "contains": lambda: low[1] in low[0],
-            "in": lambda: low[0] in low[1:],
-            "replace": lambda: self._str(args[0]).replace(self._str(args[1]), self._str(args[2])),
-            "format": lambda: re.sub(r"\{(\d+)\}", lambda m: self._str(args[int(m.group(1)) + 1]), args[0]),
-        }
-        if name not in functions:
-            raise Unsupported(f"function {name}")
-        return functions[name]()
-
-
 class PipelineAgent(Agent):
     """The agent stand-in plus what a whole pipeline needs: runtime parameters, ``extends``,
     stages and jobs, and ``${{ if <expression> }}`` over parameters and predefined variables,

@@ -93,3 +93,54 @@ def test_the_agent_refuses_what_it_does_not_understand(agent_for, tmp_path):
         agent.expand(bad)
     with pytest.raises(Unsupported):
         agent.expand(ROOT / "azure-pipelines" / "steps" / "unit-tests.yml", {"noSuchParameter": "1"})
+
+
+def test_the_access_token_reaches_the_plan_step_only_for_the_comment(agent_for):
+    """validate.yml maps System.AccessToken into the plan step for the PR thread only, and
+    once when databricksEnv maps it too (azure-devops-oidc needs it)."""
+    agent = agent_for()
+    template = ROOT / "azure-pipelines" / "steps" / "validate.yml"
+
+    def env(**params) -> dict:
+        steps = {s.get("name"): s for s in agent.expand(template, params)}
+        assert "SYSTEM_ACCESSTOKEN" not in steps["validateTargets"]["env"] or "databricksEnv" in params
+        return steps["validate"]["env"]
+
+    assert "SYSTEM_ACCESSTOKEN" not in env()
+    assert env(comment=True)["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+    oidc = {"DATABRICKS_AUTH_TYPE": "azure-devops-oidc", "DATABRICKS_CLIENT_ID": "sp-id",
+            "SYSTEM_ACCESSTOKEN": "$(System.AccessToken)"}
+    for comment in (False, True):
+        planned = env(comment=comment, databricksEnv=oidc)
+        assert planned["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)"
+        assert planned["DATABRICKS_AUTH_TYPE"] == "azure-devops-oidc"
+
+
+def test_install_takes_stackcis_interpreter_from_the_parameter_or_the_variable(agent_for, tmp_path):
+    agent = agent_for()
+    template = ROOT / "azure-pipelines" / "steps" / "install.yml"
+    [setup] = [s for s in agent.expand(template) if s.get("name") == "stackciSetup"]
+    assert "STACKCI_INSTALL_PYTHON" not in setup["env"], "a pipeline variable STACKCI_INSTALL_PYTHON stays visible"
+    [setup] = [s for s in agent.expand(template, {"python": "python3.12"}) if s.get("name") == "stackciSetup"]
+    assert setup["env"]["STACKCI_INSTALL_PYTHON"] == "python3.12"
+    # the variable reaches the script: a missing interpreter is named in a one-line error
+    agent.variables["STACKCI_INSTALL_PYTHON"] = str(tmp_path / "no-such-python")
+    agent.run(agent.expand(template))
+    assert agent.failed and agent.exit_codes["stackciSetup"] == 2
+    assert "no-such-python" in agent.text() and "Traceback" not in agent.text()
+
+
+def test_unit_tests_template_passes_slowest(agent_for):
+    agent = agent_for()
+    steps = {s.get("name"): s for s in agent.expand(ROOT / "azure-pipelines" / "steps" / "unit-tests.yml",
+                                                      {"slowest": "12"})}
+    assert steps["unitTests"]["env"]["STACKCI_SLOWEST"] == "12"
+
+
+def test_the_agent_refuses_a_key_given_twice(agent_for, tmp_path):
+    bad = tmp_path / "twice.yml"
+    bad.write_text("parameters:\n- name: e\n  type: object\n  default: {A: '1'}\nsteps:\n- bash: 'true'\n"
+                   "  env:\n    ${{ each pair in parameters.e }}:\n      ${{ pair.key }}: ${{ pair.value }}\n"
+                   "    A: '2'\n")
+    with pytest.raises(Unsupported, match="given twice"):
+        agent_for().expand(bad)
