@@ -188,6 +188,21 @@ def test_a_manual_run_of_main_with_a_bump_cuts_the_release(agent):
         build(agent, "Manual", "refs/heads/main").expand_pipeline(PIPELINE, {"release": "huge"})
 
 
+@pytest.mark.parametrize("provider, persisted", [("TfsGit", "false"), ("GitHub", "true")])
+def test_only_a_release_pushed_with_git_keeps_credentials_in_its_checkout(agent, provider, persisted):
+    """Azure Repos releases go through the REST API; a GitHub repository is pushed with git."""
+    agent.variables["Build.Repository.Provider"] = provider
+    for reason, branch, runtime in (("Manual", "refs/heads/main", {"release": "patch"}),
+                                    ("PullRequest", "refs/pull/7/merge", {}),
+                                    ("IndividualCI", "refs/heads/main", {}),
+                                    ("IndividualCI", "refs/heads/release/v1.0.0", {})):
+        for stage in build(agent, reason, branch).expand_pipeline(PIPELINE, runtime):
+            for job in stage["jobs"]:
+                [checkout] = [s for s in job_steps(job) if s.get("checkout") == "self"]
+                expected = persisted if stage["stage"] == "cutRelease" else "false"
+                assert checkout["persistCredentials"] == expected, (stage["stage"], job)
+
+
 @pytest.mark.parametrize("branch", ["refs/heads/release/v1.4.0", "refs/heads/release"])
 def test_a_release_branch_deploys_prod_in_its_environment_one_at_a_time(agent, branch):
     stages = build(agent, "IndividualCI", branch).expand_pipeline(PIPELINE)
