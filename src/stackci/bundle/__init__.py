@@ -19,7 +19,7 @@ line where it was written and a hint on how to fix it.
 _EXPORTS = {
     "load_bundle": "api", "normalise_host": "api", "Location": "nodes",
     **{name: "model" for name in ("Bundle", "CurrentUser", "Deferred", "Diagnostic", "Resource", "SyncFile",
-                                  "TranslatedPath", "is_notebook", "short_name")},
+                                  "TranslatedPath", "UserUnknown", "is_notebook", "short_name")},
 }
 __all__ = sorted(_EXPORTS)
 

@@ -13,7 +13,7 @@ from . import schema
 from .interpolate import DEFERRED_PREFIXES, Resolver
 from .loader import (apply_target, check_bundle_name, error, expand_includes, find_root, merge, merge_include,
                      normalise_keyed_lists, parse_var_options, resolve_variables, select_target)
-from .model import Bundle, CurrentUser, Deferred, Diagnostic, Resource, SyncFile
+from .model import Bundle, CurrentUser, Deferred, Diagnostic, Resource, SyncFile, UserUnknown
 from .nodes import Location, Node, from_plain, load_file, to_plain, walk
 from . import refs
 from .sync import list_files
@@ -47,8 +47,8 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
     ``variables``: ``--var`` values (``{"name": "value"}`` or ``["name=value"]``).
     ``env``: where ``BUNDLE_VAR_<name>`` is read (default ``os.environ``).
     ``current_user``: a :class:`CurrentUser`, a userName, or a function of the workspace host
-    returning one (called once the host is known; it may raise :class:`ConfigError`, which only
-    matters if the configuration needs the user). ``lookup``: resolves ``lookup`` variables,
+    returning one (called once the host is known; it may raise :class:`UserUnknown`, which only
+    matters if the configuration needs the user; any other error ends the load). ``lookup``: resolves ``lookup`` variables,
     ``lookup(kind, name) -> id``; without it they need a value from ``--var`` and friends.
     ``overrides``: settings merged over the selected target, like one more target layer
     (``{"workspace": {"host": ..., "root_path": ...}, "presets": {...}}``); stackci uses it
@@ -152,7 +152,7 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
     elif callable(current_user):
         try:
             user = current_user(host)
-        except ConfigError as exc:
+        except UserUnknown as exc:
             why_no_user = exc.one_line()
             resolver.unavailable[("workspace", "current_user")] = why_no_user
     if user is not None:

@@ -23,6 +23,7 @@ from .. import log
 from ..context import App
 from ..errors import ConfigError
 from . import Bundle, CurrentUser, load_bundle
+from .model import UserUnknown
 from .options import Line
 
 logger = log.get("validate")
@@ -57,10 +58,10 @@ def workspace_user(environ, timeout: int = 10):
     """A ``current_user`` source for :func:`load_bundle` that asks the target's workspace."""
     def fetch(host: str | None) -> CurrentUser:
         if not host:
-            raise ConfigError("the current user is not known and the target sets no workspace.host to ask",
+            raise UserUnknown("the current user is not known and the target sets no workspace.host to ask",
                               hint="pass --user (STACKCI_CURRENT_USER), e.g. --user you@example.com")
         if not has_credentials(environ):
-            raise ConfigError(f"the current user is not known: --user is not given and there are no Databricks "
+            raise UserUnknown(f"the current user is not known: --user is not given and there are no Databricks "
                               f"credentials to ask {host}",
                               hint="pass --user (STACKCI_CURRENT_USER), e.g. --user you@example.com, or set "
                                    "DATABRICKS_TOKEN / OAuth credentials for the workspace")
@@ -83,26 +84,33 @@ def _ask(host: str, timeout: int) -> CurrentUser:
         cfg = Config(host=host, retry_timeout_seconds=timeout, http_timeout_seconds=timeout)
         me = WorkspaceClient(config=cfg).current_user.me()
     except DatabricksError as exc:
-        raise ConfigError(f"the workspace {host} refused to say who the current user is "
+        raise UserUnknown(f"the workspace {host} refused to say who the current user is "
                           f"({exc.error_code or type(exc).__name__})",
                           hint="check the credentials, or pass --user (STACKCI_CURRENT_USER)") from None
     except Exception as exc:  # no credentials, unreachable host, TLS problems, ...
         reason = " ".join(str(exc).split())
         reason = reason if len(reason) <= 300 else reason[:300] + "…"
-        raise ConfigError(f"cannot ask {host} for the current user: {reason}",
+        raise UserUnknown(f"cannot ask {host} for the current user: {reason}",
                           hint="pass --user (STACKCI_CURRENT_USER) to validate offline, or configure "
                                "credentials (DATABRICKS_TOKEN, OAuth) for the workspace") from None
     if not me.user_name:
-        raise ConfigError(f"the workspace {host} returned no userName for the current user",
+        raise UserUnknown(f"the workspace {host} returned no userName for the current user",
                           hint="pass --user (STACKCI_CURRENT_USER)")
     extra = {k: v for k, v in (("id", me.id), ("active", me.active)) if v is not None}
     return CurrentUser(me.user_name, me.display_name, extra, source="workspace")
 
 
-def summary_text(bundle: Bundle, sync_count: int) -> str:
+def _host_line(bundle: Bundle, host: str | None) -> str:
+    """The workspace a deploy would use: ``--host`` when given (saying what the target names)."""
+    if host and host != bundle.host:
+        return f"{host} (--host; the target's workspace.host is {bundle.host or '(not set)'})"
+    return bundle.host or "(not set)"
+
+
+def summary_text(bundle: Bundle, sync_count: int, host: str | None = None) -> str:
     user = bundle.current_user
     lines = [f"Bundle {bundle.name}, target {bundle.target}" + (f" (mode: {bundle.mode})" if bundle.mode else ""),
-             f"  host:        {bundle.host or '(not set)'}",
+             f"  host:        {_host_line(bundle, host)}",
              f"  user:        {user.user_name or '(unknown)'}" + (f" (from {user.source})" if user.user_name else ""),
              f"  root path:   {bundle.root_path}",
              f"  file path:   {bundle.file_path}",
@@ -120,11 +128,14 @@ def summary_text(bundle: Bundle, sync_count: int) -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(bundle: Bundle) -> str:
+def summary_markdown(bundle: Bundle, host: str | None = None) -> str:
     from .. import markdown as md
     rows = [[md.code(f"{r.kind}.{r.key}"), md.cell(r.full_name or "")] for r in bundle.all_resources()]
+    shown = md.code(host or bundle.host or "(not set)")
+    if host and host != bundle.host:
+        shown += f" (--host; the target's workspace.host is {md.code(bundle.host or '(not set)')})"
     parts = [f"### ✅ Bundle {md.code(bundle.name)} valid for target {md.code(bundle.target)}", "",
-             f"Host {md.code(bundle.host or '(not set)')} · root path {md.code(bundle.root_path)}", ""]
+             f"Host {shown} · root path {md.code(bundle.root_path)}", ""]
     if rows:
         parts.append(md.table(["Resource", "Name"], rows, ["---", "---"]))
     if bundle.warnings:
@@ -174,14 +185,19 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
         if output == "json":
             click.echo(app.platform.neutralise(out))
         return
+    from ..dbx import check_host
+
+    host = check_host(host_option, "--host") if host_option and host_option.strip() else None
     if user:
         source: object = CurrentUser(user.strip(), source="option")
     elif offline:
-        source = None
+        def source(_host):
+            raise UserUnknown("--offline: the workspace is not asked who the current user is",
+                              hint="pass --user (STACKCI_CURRENT_USER), e.g. --user you@example.com")
     else:
         source = workspace_user(app.environ)
-        if host_option and host_option.strip():
-            ask, host = source, host_option.strip()
+        if host:
+            ask = source
             source = lambda _bundle_host: ask(host)  # noqa: E731  (the workspace a deploy would use)
     try:
         bundle = load_bundle(project, target, variables, env=app.environ, current_user=source)
@@ -202,16 +218,16 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
     files = bundle.sync_files
     p = app.platform
     p.set_output("target", bundle.target)
-    p.set_output("host", bundle.host or "")
+    p.set_output("host", host or bundle.host or "")
     p.set_output("root-path", bundle.root_path)
     p.set_output("file-path", bundle.file_path)
     p.set_output("resources", sum(len(v) for v in bundle.resources.values()))
     p.set_output("warnings", len(bundle.warnings))
-    p.append_summary(summary_markdown(bundle))
+    p.append_summary(summary_markdown(bundle, host))
     if output == "json":
         data = bundle.to_json()
         data["sync"] = {"count": len(files), "files": sorted(files)}
         click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
     else:
-        for line in summary_text(bundle, len(files)).splitlines():
+        for line in summary_text(bundle, len(files), host).splitlines():
             logger.info("%s", line)

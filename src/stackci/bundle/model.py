@@ -9,7 +9,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .nodes import Location, Node, path_text, to_plain
+
+
+class UserUnknown(ConfigError):
+    """Raised by a current-user source of :func:`stackci.bundle.load_bundle` that cannot tell who the
+    user is; the load carries on, and this is the reason given if the configuration needs the user.
+    Any other error of the source (an unreachable workspace, rejected credentials) ends the load."""
 
 
 def short_name(user_name: str, display_name: str | None = None) -> str:

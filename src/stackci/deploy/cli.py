@@ -43,15 +43,15 @@ def _norm(host: str | None) -> str:
 def _current_user(client, host: str):
     from databricks.sdk.errors import DatabricksError
 
-    from ..bundle import CurrentUser
+    from ..bundle import CurrentUser, UserUnknown
     try:
         me = client.current_user.me()
     except DatabricksError as exc:
-        raise ConfigError(f"the workspace {host} refused to say who the current user is "
+        raise UserUnknown(f"the workspace {host} refused to say who the current user is "
                           f"({exc.error_code or type(exc).__name__})",
                           hint="check the credentials, or pass --user (STACKCI_CURRENT_USER)") from None
     if not me.user_name:
-        raise ConfigError(f"the workspace {host} returned no userName for the current user",
+        raise UserUnknown(f"the workspace {host} returned no userName for the current user",
                           hint="pass --user (STACKCI_CURRENT_USER)")
     extra = {k: v for k, v in (("id", me.id), ("active", me.active)) if v is not None}
     return CurrentUser(me.user_name, me.display_name, extra, source="workspace")
@@ -66,7 +66,7 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
     (``plan`` of several targets asks each workspace who the user is once)."""
     from ..bundle import CurrentUser, load_bundle
     from ..bundle.cli import display_path
-    from ..dbx import workspace_client
+    from ..dbx import check_host, workspace_client
     from . import guard, support
     from .resources import apply_order, desired_resources
 
@@ -74,23 +74,30 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
     clients: dict = session.setdefault("clients", {})
     users: dict = session.setdefault("users", {})
 
+    if host_option:
+        host_option = check_host(host_option, "--host")     # bad input before anything else
+
     def connect(bundle_host: str | None):
         env_host = app.environ.get("DATABRICKS_HOST")
+        source = "--host"
         if host_option:
             host = _norm(host_option)
         elif bundle_host:
             host = _norm(bundle_host)
+            source = f"workspace.host of target {target or '(default)'}"
             if env_host and _norm(env_host) != host and not profile:
                 raise ConfigError(f"DATABRICKS_HOST is {_norm(env_host)} but target {target or '(default)'} deploys "
                                   f"to {host}", hint="pass --host (STACKCI_HOST) to deploy to another workspace on "
                                                      "purpose, or unset DATABRICKS_HOST")
         elif env_host or profile:
             host = _norm(env_host) if env_host else ""
+            source = "DATABRICKS_HOST"
         else:
             raise ConfigError("no workspace to deploy to: the target sets no workspace.host",
                               hint="set workspace.host in the target, or pass --host (STACKCI_HOST)")
         if host not in clients:
-            clients[host] = workspace_client(host or None, profile, app.platform)
+            clients[host] = workspace_client(host or None, profile, app.platform, source=source,
+                                             environ=app.environ)
         return clients[host], clients[host].config.host
 
     def user_source(bundle_host):
