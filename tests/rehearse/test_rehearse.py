@@ -83,6 +83,28 @@ def test_keep_says_where_the_data_is_and_how_to_serve_it_again(passed):
     assert (data / "workspace.sqlite3").is_file()
 
 
+def test_the_links_of_a_kept_rehearsal_work_again_on_the_same_port(passed):
+    import urllib.parse
+
+    import requests
+    from stackci.workspace import LocalWorkspace
+
+    assert passed.code == 0
+    links = [link["url"] for stage in passed.report["stages"] for link in stage["links"]]
+    assert any("/jobs/" in u for u in links) and any("#job/" in u for u in links), links
+    port = int(passed.report["workspace_url"].rsplit(":", 1)[1])
+    with LocalWorkspace(passed.work_dir / "workspace", port=port) as ws:
+        assert ws.url == passed.report["workspace_url"]
+        for url in links:
+            parts = urllib.parse.urlsplit(url)
+            page = requests.get(url, timeout=10)
+            assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html"), url
+            job_run = re.fullmatch(r"job/(\d+)/run/(\d+)", parts.fragment)
+            if job_run:                                   # what the page's script opens
+                run_page = requests.get(f"{ws.url}/jobs/{job_run[1]}/runs/{job_run[2]}", timeout=10)
+                assert run_page.status_code == 200 and "TERMINATED · SUCCESS" in run_page.text, url
+
+
 def test_a_failing_unit_test_stops_at_unit_tests(rehearse, broken_copy):
     project = broken_copy({"tests/test_churn_pipeline.py": lambda text: text + (
         "\n\ndef test_rehearsal_breaks_here():\n    assert 1 + 1 == 3, 'the churn threshold moved'\n")})

@@ -28,41 +28,39 @@ def workspace() -> None:
 
 @workspace.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar=_env("HOST"),
-              help="Address to listen on (loopback only unless --allow-remote-bind).  [env: STACKCI_WORKSPACE_HOST]")
+              help="Address to listen on (loopback only unless --allow-remote-bind).")
 @click.option("--port", default=0, type=click.IntRange(0, 65535), show_default=True, envvar=_env("PORT"),
-              help="Port; 0 picks a free one.  [env: STACKCI_WORKSPACE_PORT]")
+              help="Port; 0 picks a free one.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=_env("DATA_DIR"),
-              help="Keep state here across restarts (default: a temporary directory).  "
-                   "[env: STACKCI_WORKSPACE_DATA_DIR]")
+              help="Keep state here across restarts (default: a temporary directory).")
 @click.option("--token", envvar=_env("TOKEN"),
-              help="Bearer token clients must send (default: generated).  [env: STACKCI_WORKSPACE_TOKEN]")
+              help="Bearer token clients must send (default: generated).")
 @click.option("--ready-file", type=click.Path(dir_okay=False, path_type=Path), envvar=_env("READY_FILE"),
               help="Write {url, token, pid, workspace_id, data_dir} as JSON here once listening "
-                   "(removed on exit).  [env: STACKCI_WORKSPACE_READY_FILE]")
+                   "(removed on exit).")
 @click.option("--allow-remote-bind", is_flag=True, envvar=_env("ALLOW_REMOTE_BIND"),
-              help="Allow a non-loopback --host.  [env: STACKCI_WORKSPACE_ALLOW_REMOTE_BIND]")
+              help="Allow a non-loopback --host (its HTML pages then need the token too, like its API).")
 @click.option("--client-id", envvar=_env("CLIENT_ID"),
-              help="Service principal id for OAuth M2M and token federation.  [env: STACKCI_WORKSPACE_CLIENT_ID]")
+              help="Service principal id for OAuth M2M and token federation.")
 @click.option("--client-secret", envvar=_env("CLIENT_SECRET"),
-              help="Its OAuth secret (M2M).  [env: STACKCI_WORKSPACE_CLIENT_SECRET]")
+              help="Its OAuth secret (M2M).")
 @click.option("--oidc-issuer", "oidc_issuers", multiple=True, envvar=_env("OIDC_ISSUERS"),
               help="Accept identity tokens from this issuer in the token exchange; repeatable "
-                   "(env: space-separated).  [env: STACKCI_WORKSPACE_OIDC_ISSUERS]")
+                   "(env: space-separated).")
 @click.option("--oidc-audience", "oidc_audiences", multiple=True, envvar=_env("OIDC_AUDIENCES"),
-              help="Accepted audience of those tokens (default: the token endpoint URL); repeatable.  "
-                   "[env: STACKCI_WORKSPACE_OIDC_AUDIENCES]")
+              help="Accepted audience of those tokens (default: the token endpoint URL); repeatable.")
 @click.option("--fault-rate", type=float, default=0.0, envvar=_env("FAULT_RATE"),
-              help="Fraction (0..1) of matching requests that fail.  [env: STACKCI_WORKSPACE_FAULT_RATE]")
+              help="Fraction (0..1) of matching requests that fail.")
 @click.option("--fault-kinds", default="429,503", show_default=True, envvar=_env("FAULT_KINDS"),
-              help="Comma-separated: 429, 503, drop, latency.  [env: STACKCI_WORKSPACE_FAULT_KINDS]")
+              help="Comma-separated: 429, 503, drop, latency.")
 @click.option("--fault-path", default=r"^/api/", show_default=True, envvar=_env("FAULT_PATH"),
-              help="Regex of request paths faults apply to.  [env: STACKCI_WORKSPACE_FAULT_PATH]")
+              help="Regex of request paths faults apply to.")
 @click.option("--fault-seed", type=int, envvar=_env("FAULT_SEED"),
-              help="Seed for reproducible faults.  [env: STACKCI_WORKSPACE_FAULT_SEED]")
+              help="Seed for reproducible faults.")
 @click.option("--fault-retry-after", type=int, default=0, show_default=True, envvar=_env("FAULT_RETRY_AFTER"),
-              help="Retry-After seconds on injected 429/503.  [env: STACKCI_WORKSPACE_FAULT_RETRY_AFTER]")
+              help="Retry-After seconds on injected 429/503.")
 @click.option("--fault-latency-ms", type=int, default=200, show_default=True, envvar=_env("FAULT_LATENCY_MS"),
-              help="Added latency of the 'latency' fault.  [env: STACKCI_WORKSPACE_FAULT_LATENCY_MS]")
+              help="Added latency of the 'latency' fault.")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, data_dir: Path | None, token: str | None,
           ready_file: Path | None, allow_remote_bind: bool, client_id: str | None, client_secret: str | None,
@@ -70,9 +68,10 @@ def serve(ctx: click.Context, host: str, port: int, data_dir: Path | None, token
           fault_path: str, fault_seed: int | None, fault_retry_after: int, fault_latency_ms: int) -> None:
     """Serve a local Databricks-compatible workspace until SIGINT or SIGTERM.
 
-    Prints ``url=...`` and ``token=...`` on stdout; with --ready-file, also writes
-    ``{"url", "token", "pid", "workspace_id", "data_dir"}`` as JSON there once the server accepts
-    requests, and removes it again on shutdown. Exits 0 after a clean shutdown.
+    Prints url=URL and token=TOKEN on stdout; with --ready-file, also writes
+    {"url", "token", "pid", "workspace_id", "data_dir"} as JSON there once the server accepts
+    requests, and removes it again on shutdown. URL/ in a browser shows its jobs and runs
+    (read-only; the job and run links stackci prints open there). Exits 0 after a clean shutdown.
     """
     from stackci.workspace.faults import FaultPlan
     from stackci.workspace.server import LocalWorkspace
@@ -117,7 +116,7 @@ def serve(ctx: click.Context, host: str, port: int, data_dir: Path | None, token
                 _write_ready(ready_file, {"url": ws.url, "token": ws.token, "pid": os.getpid(),
                                           "workspace_id": ws.workspace_id, "data_dir": str(ws.data_dir)})
                 wrote_ready = True
-            log.info("local workspace at %s; stop with Ctrl-C or SIGTERM", ws.url)
+            log.info("open %s/ in a browser for its jobs and runs; stop it with Ctrl-C or SIGTERM", ws.url)
             while not stop.wait(0.2):
                 pass
             log.info("stopping the local workspace")

@@ -12,7 +12,9 @@ server was started with or one it issued (OAuth M2M, token federation); else
 401 ``UNAUTHENTICATED``. Discovery (``/.well-known/databricks-config``,
 ``/oidc/.well-known/oauth-authorization-server``) and ``/oidc/v1/token`` are
 unauthenticated as on a real workspace. ``/stackci-admin/faults`` (GET, PUT,
-DELETE) changes fault injection and only accepts the server's own token.
+DELETE) changes fault injection and only accepts the server's own token. ``/``,
+``/jobs/<id>`` and ``/jobs/<id>/runs/<id>`` are read-only HTML pages behind the job and run
+links (see :mod:`stackci.workspace.pages`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from stackci.workspace.files import WorkspaceApi, WorkspaceTree
 from stackci.workspace.jobs import JobsService
 from stackci.workspace.models import Experiments, RegisteredModels
 from stackci.workspace.orchestrator import Orchestrator
+from stackci.workspace.pages import Pages
 from stackci.workspace.permissions import Grants, Permissions
 from stackci.workspace.registry import WorkspaceModels
 from stackci.workspace.store import NewerSchema, Store
@@ -352,6 +355,13 @@ class LocalWorkspace:
         g = self.grants
         sec = r"/api/2\.1/unity-catalog/permissions/(?P<securable_type>[A-Za-z_]+)/(?P<full_name>[^/]+)"
         r += [_Route("GET", sec, g.get), _Route("PATCH", sec, g.update)]
+        # the read-only pages behind the links the workspace hands out (they check access themselves:
+        # none on loopback, the bearer token otherwise; see stackci.workspace.pages)
+        pages = Pages(self)
+        ident = r"\d{1,18}"
+        r += [_Route("GET", r"/", pages.index, auth="none"),
+              _Route("GET", rf"/jobs/(?P<job_id>{ident})", pages.job, auth="none"),
+              _Route("GET", rf"/jobs/(?P<job_id>{ident})/runs/(?P<run_id>{ident})", pages.run, auth="none")]
         return r
 
     # ---- discovery and identity --------------------------------------------
