@@ -146,6 +146,7 @@ def publish_plan(app: App, plan, output: str) -> None:
     c = plan.counts
     p.set_output("to-create", c["create"])
     p.set_output("to-update", c["update"])
+    p.set_output("to-replace", c["replace"])
     p.set_output("to-delete", c["delete"])
     p.set_output("unchanged", c["unchanged"])
     p.set_output("files-to-upload", c["files_upload"])
@@ -221,6 +222,7 @@ def publish_plans(app: App, plans: list, output: str) -> None:
         total = {k: sum(plan.counts[k] for plan in plans) for k in plans[0].counts}
         p.set_output("to-create", total["create"])
         p.set_output("to-update", total["update"])
+        p.set_output("to-replace", total["replace"])
         p.set_output("to-delete", total["delete"])
         p.set_output("unchanged", total["unchanged"])
         p.set_output("files-to-upload", total["files_upload"])
@@ -256,7 +258,7 @@ def plan_command(app: App, targets, variables, project, user, host_option, profi
 
     Compares the resolved bundle with the deployment state in the workspace (read-only;
     no lock). Every target is loaded and checked before any plan is made. Outputs (summed
-    over the targets): to-create to-update to-delete unchanged files-to-upload files-to-delete
+    over the targets): to-create to-update to-replace to-delete unchanged files-to-upload files-to-delete
     has-changes; plans (JSON: target → counts); comment-url. The step summary gets each plan as
     a Markdown table.
     """
@@ -320,31 +322,40 @@ def _summary(title: str, outcome, host: str) -> str:
 @click.option("--require-branch", "require_branch", multiple=True, envvar="STACKCI_REQUIRE_BRANCH",
               metavar="PATTERN", help="Only deploy from a branch matching this pattern (fnmatch, e.g. 'release/*'); "
                                       "repeatable. Tags, pull requests and detached checkouts are refused.")
+@click.option("--allow-replace", is_flag=True, envvar="STACKCI_ALLOW_REPLACE",
+              help="Let the deploy replace a registered model whose catalog or schema changed: Unity Catalog cannot "
+                   "move a model, so the old one is deleted with its versions, aliases and grants.")
 @click.option("--dry-run", is_flag=True, envvar="STACKCI_DRY_RUN", help="Print the plan and change nothing.")
 @click.pass_obj
 def deploy_command(app: App, target, variables, project, user, host_option, profile, parallel, engine, force_lock,
-                   fail_on_active_runs, require_branch, dry_run) -> None:
+                   fail_on_active_runs, require_branch, allow_replace, dry_run) -> None:
     """Deploy the bundle to a target: files, then experiments, models and jobs.
 
     Takes the deployment lock, uploads changed files, creates / resets / deletes resources in
     dependency order and records every step in the state, so a deploy that is interrupted
     converges when run again. Prints 'N created, N changed, N deleted, N unchanged'.
-    Outputs: jobs (JSON: key → id, url) created changed deleted unchanged files-uploaded
-    files-deleted.
+    Outputs: jobs (JSON: key → id, url) created changed replaced deleted unchanged files-uploaded
+    files-deleted. A registered model whose catalog or schema changed is replaced (deleted with its
+    versions, then created) only with --allow-replace.
     """
     from .engine import run_locked
 
     if engine == "cli":
+        from .databricks_cli import check_flags
+
+        check_flags("deploy", **{"--allow-replace": allow_replace})
         _delegate_deploy(app, target, variables, project, host_option, profile, force_lock, fail_on_active_runs,
                          require_branch, dry_run)
         return
     loaded = load(app, target=target, variables=variables, project=project, user=user, host_option=host_option,
                   profile=profile, require_branch=require_branch, command="deploy")
     engine = _engine(app, loaded, parallel, "deploy")
+    engine.allow_replace = allow_replace
     bundle = loaded.bundle
     if dry_run:
         plan = engine.plan(engine.read_state())
         publish_plan(app, plan, "text")
+        _refuse_replace(plan, allow_replace, dry_run=True)
         engine.say("dry run: nothing was changed")
         return
 
@@ -355,6 +366,7 @@ def deploy_command(app: App, target, variables, project, user, host_option, prof
         for change in plan.resources:
             if change.action != "unchanged":
                 engine.say(f"  {change.action} {change.address} ({change.name or ''}): {change.reason}")
+        _refuse_replace(plan, allow_replace)
         if fail_on_active_runs:
             engine.check_active_runs(plan)
         return engine.deploy(state, plan)
@@ -367,6 +379,7 @@ def deploy_command(app: App, target, variables, project, user, host_option, prof
                                     sort_keys=True))
     p.set_output("created", len(outcome.created))
     p.set_output("changed", len(outcome.changed))
+    p.set_output("replaced", len(outcome.replaced))
     p.set_output("deleted", len(outcome.deleted))
     p.set_output("unchanged", len(outcome.unchanged))
     p.set_output("files-uploaded", outcome.uploaded)
@@ -374,6 +387,20 @@ def deploy_command(app: App, target, variables, project, user, host_option, prof
     from .. import markdown as md
     p.append_summary(_summary(f"### ✅ Deployed {md.code(bundle.name)} to {md.code(bundle.target)}", outcome,
                               loaded.host))
+
+
+def _refuse_replace(plan, allow_replace: bool, dry_run: bool = False) -> None:
+    """A replace deletes a registered model with its versions: only with --allow-replace."""
+    replaces = [c for c in plan.resources if c.action == "replace"]
+    if not replaces or allow_replace:
+        return
+    what = "; ".join(f"{c.address}: {c.reason}" for c in replaces)
+    if dry_run:
+        logger.warning("a deploy would refuse this plan without --allow-replace: %s", what)
+        return
+    raise ConfigError(f"refusing to deploy target {plan.target}: {what}",
+                      hint="deploy with --allow-replace (STACKCI_ALLOW_REPLACE=true) to replace it, or keep the "
+                           "model's catalog and schema; nothing was changed")
 
 
 def _delegate_deploy(app: App, target, variables, project, host_option, profile, force_lock, fail_on_active_runs,

@@ -172,7 +172,10 @@ def _overview(sections: list[Section], head: str) -> str:
         at = span(_short(s.commit), 20) if s.commit else "?"
         if s.commit and head and s.commit != head:
             at += " (earlier push)"
-        rows.append([span(s.target, 100), "yes" if s.meta.get("changes") else "no", *cells, at])
+        changes = "yes" if s.meta.get("changes") else "no"
+        if isinstance(c.get("replace"), int) and c["replace"]:
+            changes += f", ⚠️ {c['replace']} to replace"
+        rows.append([span(s.target, 100), changes, *cells, at])
     return table(["Target", "Changes", "Create", "Update", "Delete", "Unchanged", "Files to upload",
                   "Files to delete", "Planned at"], rows)
 
@@ -200,7 +203,7 @@ def new_section(plan: Plan, environ: Mapping[str, str], *, now: float, run_id: s
     text = plan.markdown(max_resources=resources, max_files=files, cell_limit=200,
                          subtitle="<sub>" + " · ".join(facts) + "</sub>").rstrip("\n")
     meta = {"v": 1, "target": plan.target, "commit": commit, "at": round(now, 3), "id": run_id,
-            "counts": {k: plan.counts[k] for k in COUNT_KEYS}, "changes": plan.has_changes}
+            "counts": {k: plan.counts[k] for k in (*COUNT_KEYS, "replace")}, "changes": plan.has_changes}
     return Section(plan.target, meta, text)
 
 

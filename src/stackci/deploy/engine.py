@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import log
-from ..errors import RunFailed, StackciError
+from ..errors import ConfigError, RunFailed, StackciError
 from . import acl
 from .files import FileChange, Syncer
 from .lock import DeployLock
@@ -36,6 +36,7 @@ class DeployRejected(StackciError):
 class Outcome:
     created: list = field(default_factory=list)
     changed: list = field(default_factory=list)
+    replaced: list = field(default_factory=list)
     deleted: list = field(default_factory=list)
     unchanged: list = field(default_factory=list)
     uploaded: int = 0
@@ -45,7 +46,8 @@ class Outcome:
     rows: list = field(default_factory=list)       # (address, name, action, link) for the summary
 
     def line(self) -> str:
-        return (f"{len(self.created)} created, {len(self.changed)} changed, {len(self.deleted)} deleted, "
+        replaced = f"{len(self.replaced)} replaced, " if self.replaced else ""
+        return (f"{len(self.created)} created, {len(self.changed)} changed, {replaced}{len(self.deleted)} deleted, "
                 f"{len(self.unchanged)} unchanged")
 
     def files_line(self) -> str:
@@ -71,6 +73,7 @@ class Engine:
         self._early_state = None     # (state, error) read while the lock was taken
         self.defer_last_write = False  # set by run_locked: the last state write overlaps the lock release
         self._last_write = None
+        self.allow_replace = False     # a registered model may be deleted and created in another catalog/schema
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -252,6 +255,13 @@ class Engine:
             if action in ("update", "unchanged"):
                 action = "unchanged" if same_body and not acl_due else "update"
             object_id = entry.get("id") if entry else None
+            if action == "replace":
+                object_id = self._replace(state, change, kind, body, name)
+                digest_now = None
+                if wanted is not None:
+                    digest_now = self._apply_acl(state, change, kind, object_id, body, name, wanted, None)
+                self._record(state, change, object_id, body, name, digest_now)
+                outcome.replaced.append(change.address)
             if action == "update":
                 try:
                     if not same_body:
@@ -285,6 +295,32 @@ class Engine:
                 if self._delete(state, change):
                     outcome.deleted.append(change.address)
                     outcome.rows.append((change.address, change.name, "delete", None))
+
+    def _replace(self, state: State, change: ResourceChange, kind, body: dict, name: str | None):
+        """A registered model that moves to another catalog or schema: checked, announced in the state,
+        deleted, recorded as deleted, then created like any planned create (so a deploy that stops in
+        between converges: the next plan creates the model, adopting it if it was created)."""
+        if not self.allow_replace:
+            raise ConfigError(f"{change.address}: {change.reason}", hint="deploy with --allow-replace "
+                              "(STACKCI_ALLOW_REPLACE=true) to replace it, or keep its catalog and schema")
+        old = change.id
+        if name and name != old and kind.exists({"id": name}):
+            raise RunFailed(f"{change.address}: registered model {name} already exists and this deployment did not "
+                            f"create it; {old} was not deleted",
+                            hint="rename the model in the bundle, or delete the existing one")
+        state.pending[change.address] = {"name": name, "dkey": change.desired.dkey, "since": now_iso(),
+                                         "replaces": old}
+        self.store.write(state)
+        self.say(f"replacing {change.address}: deleting {old} (Unity Catalog cannot move a model)")
+        kind.delete(old)
+        items = state.resources.get(change.kind, {})
+        items.pop(change.key, None)                 # recorded as deleted; the announced create stays pending
+        if not items:
+            state.resources.pop(change.kind, None)
+        self.store.write(state)
+        object_id, _adopted = self._create(state, change, kind, body, name)
+        self.say(f"created {change.address} ({name}, {singular(change.kind)} {object_id}) in place of {old}")
+        return object_id
 
     def _create(self, state: State, change: ResourceChange, kind, body: dict, name: str | None):
         """Create, or adopt what an interrupted deploy created (found by deployment key)."""

@@ -24,7 +24,7 @@ from .resources import (DELETE_ORDER, Desired, Resolver, Unresolved, apply_order
 class ResourceChange:
     kind: str
     key: str
-    action: str                      # "create" | "update" | "delete" | "unchanged"
+    action: str                      # "create" | "update" | "replace" | "delete" | "unchanged"
     name: str | None
     id: object = None
     reason: str = ""
@@ -59,14 +59,14 @@ class Plan:
 
     @property
     def counts(self) -> dict:
-        return {"create": self.count("create"), "update": self.count("update"), "delete": self.count("delete"),
-                "unchanged": self.count("unchanged"), "files_upload": self.file_count("upload"),
+        return {"create": self.count("create"), "update": self.count("update"), "replace": self.count("replace"),
+                "delete": self.count("delete"), "unchanged": self.count("unchanged"), "files_upload": self.file_count("upload"),
                 "files_delete": self.file_count("delete"), "files_unchanged": self.file_count("unchanged")}
 
     @property
     def has_changes(self) -> bool:
         c = self.counts
-        return any(c[k] for k in ("create", "update", "delete", "files_upload", "files_delete")) or \
+        return any(c[k] for k in ("create", "update", "replace", "delete", "files_upload", "files_delete")) or \
             self.folder_acl is not None
 
     # -- rendering ------------------------------------------------------------------
@@ -87,12 +87,13 @@ class Plan:
 
     def headline(self) -> str:
         c = self.counts
-        return (f"{c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
+        replace = f"{c['replace']} to replace (delete and create again), " if c["replace"] else ""
+        return (f"{c['create']} to create, {c['update']} to update, {replace}{c['delete']} to delete, "
                 f"{c['unchanged']} unchanged; files: {c['files_upload']} to upload, {c['files_delete']} to delete, "
                 f"{c['files_unchanged']} unchanged")
 
     def text(self) -> str:
-        symbol = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
+        symbol = {"create": "+", "update": "~", "replace": "±", "delete": "-", "unchanged": "="}
         lines = [f"Plan for bundle {self.bundle_name}, target {self.target} ({self.host}, {self.root_path})"]
         width = max((len(r.address) for r in self.resources), default=0)
         for r in self.resources:
@@ -124,7 +125,8 @@ class Plan:
         says how many more there are); each cell is cut at ``cell_limit`` characters. ``subtitle``
         (Markdown of stackci's own) goes under the heading.
         """
-        icon = {"create": "➕ create", "update": "✏️ update", "delete": "🗑️ delete", "unchanged": "unchanged"}
+        icon = {"create": "➕ create", "update": "✏️ update", "replace": "⚠️ replace (delete, create)",
+                "delete": "🗑️ delete", "unchanged": "unchanged"}
         changed = [r for r in self.resources if r.action != "unchanged"]
         parts = [f"### Plan: {span(self.bundle_name, 100)} → {span(self.target, 100)}", ""]
         if subtitle:
@@ -275,6 +277,12 @@ def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) 
         elif waiting is not None:
             changes.append(ResourceChange(d.kind, d.key, "update", name, entry["id"],
                                           f"{waiting} gets a new value in this deploy", d, entry, acl_due=acl_due))
+        elif digest != entry.get("hash") and d.kind == "registered_models" and body is not None \
+                and kind.moves(entry, body):
+            changes.append(ResourceChange(d.kind, d.key, "replace", name, entry["id"],
+                                          kind.replace_reason(entry, body), d, entry, acl_due=wanted is not None))
+            fresh.add(node)
+            ids.pop(node, None)
         elif digest != entry.get("hash"):
             reason = "settings changed"
             if entry.get("name") and name and entry.get("name") != name:

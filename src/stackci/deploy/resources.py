@@ -212,11 +212,6 @@ def _quote(text: str) -> str:
     return urllib.parse.quote(str(text), safe="")
 
 
-def _is_missing(exc) -> bool:
-    from databricks.sdk import errors
-    return isinstance(exc, (errors.NotFound, errors.ResourceDoesNotExist))
-
-
 def _api_error(address: str, verb: str, exc) -> RunFailed:
     code = getattr(exc, "error_code", None) or type(exc).__name__
     message = " ".join(str(exc).split())
@@ -491,12 +486,12 @@ class RegisteredModels(Kind):
         if current is None:
             raise Gone()
         new_full = self.name_of(body)
+        if (current.get("catalog_name"), current.get("schema_name")) != (body.get("catalog_name"),
+                                                                          body.get("schema_name")):
+            # the plan makes this a replace (see moves); never delete a model from inside an update
+            raise RunFailed(f"{desired.address}: {entry['id']} cannot move to {new_full} by an update",
+                            hint="plan again: a catalog or schema change is a replace (deploy --allow-replace)")
         try:
-            if (current.get("catalog_name"), current.get("schema_name")) != (body.get("catalog_name"),
-                                                                              body.get("schema_name")):
-                # a model cannot move between catalogs or schemas: replace it
-                self.delete(entry["id"])
-                return self.create(desired, body, adopt_ok=False)
             patch = {"comment": body.get("comment", "")}
             if current.get("name") != body.get("name"):
                 patch["new_name"] = body["name"]
@@ -504,6 +499,37 @@ class RegisteredModels(Kind):
         except errors.DatabricksError as exc:
             raise _api_error(desired.address, "update", exc) from None
         return new_full
+
+    @staticmethod
+    def _parts(full_name) -> tuple:
+        parts = str(full_name or "").split(".")
+        return tuple(parts[:2]) if len(parts) == 3 else (None, None)
+
+    def moves(self, entry: dict, body: dict) -> bool:
+        """Whether the model the state records is in another catalog or schema than ``body`` wants:
+        Unity Catalog cannot move a model, so that is a delete and a create (a replace)."""
+        return self._parts(entry.get("id")) != (body.get("catalog_name"), body.get("schema_name"))
+
+    def versions(self, full_name: str) -> int | None:
+        """How many versions the model has (at most one page is read; None if the workspace does not say)."""
+        from databricks.sdk import errors
+        try:
+            page = self.api.do("GET", f"{self.BASE}/{_quote(full_name)}/versions", query={"max_results": 100})
+        except errors.DatabricksError:
+            return None
+        return len(page.get("model_versions") or []) if isinstance(page, dict) else None
+
+    def replace_reason(self, entry: dict, body: dict) -> str:
+        old, new = str(entry.get("id")), self.name_of(body) or "?"
+        (old_catalog, old_schema), what = self._parts(old), []
+        if old_catalog != body.get("catalog_name"):
+            what.append(f"catalog_name {old_catalog!r} → {body.get('catalog_name')!r}")
+        if old_schema != body.get("schema_name"):
+            what.append(f"schema_name {old_schema!r} → {body.get('schema_name')!r}")
+        count = self.versions(old)
+        versions = "its versions" if count is None else f"its {count} version{'' if count == 1 else 's'}"
+        return (f"{' and '.join(what)}: Unity Catalog cannot move a model, so {old} is DELETED with {versions}, "
+                f"aliases and grants, and an empty {new} is created (deploy needs --allow-replace)")
 
     def delete(self, object_id) -> bool:
         from databricks.sdk import errors

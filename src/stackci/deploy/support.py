@@ -86,12 +86,34 @@ def _where(bundle, path: tuple):
     return best
 
 
+def check_names(bundle) -> None:
+    """A Unity Catalog model needs a non-empty catalog, schema and name (an empty ``--var catalog_name=``
+    would otherwise pass and fail half-way through a deploy)."""
+    for key, res in sorted((bundle.resources.get("registered_models") or {}).items()):
+        s = res.settings if isinstance(res.settings, dict) else {}
+        for part in ("catalog_name", "schema_name", "name"):
+            value = s.get(part)
+            if isinstance(value, str) and "${" in value:
+                continue                                   # resolved at deploy time
+            if not isinstance(value, str) or not value.strip() or "." in value:
+                loc = _where(bundle, ("resources", "registered_models", key, part)) \
+                    if part in s else _where(bundle, ("resources", "registered_models", key))
+                what = "is missing" if part not in s else "is empty" if not str(value or "").strip() else \
+                    f"is {value!r}, which contains a '.'" if isinstance(value, str) else f"is {value!r}, not a name"
+                raise ConfigError(f"resources.registered_models.{key}.{part} {what} (target {bundle.target}): a "
+                                  "Unity Catalog model needs a catalog, a schema and a name",
+                                  hint=f"set {part} (if it comes from a variable, give that variable a value, "
+                                       "e.g. --var catalog_name=staging)",
+                                  file=loc.file if loc else None, line=loc.line if loc else None)
+
+
 def check(bundle) -> None:
     """ConfigError naming everything the engine does not deploy, at the first one's file and line."""
     from . import acl
 
     found = unsupported(bundle)
     if not found:
+        check_names(bundle)
         acl.check(bundle)
         return
     loc = _where(bundle, found[0][1])
