@@ -205,3 +205,16 @@ def test_sync_uses_the_repository_gitignore_above_the_bundle(tmp_path):
     assert sorted(b.sync_files) == ["databricks.yml", "keep.py", "nb.py"]
     assert b.sync_files["nb.py"].remote_path(b.file_path) == b.file_path + "/nb"
     assert b.sync_files["keep.py"].remote_path(b.file_path) == b.file_path + "/keep.py"
+
+
+def test_local_report_folders_are_never_uploaded(write, load):
+    """stackci's local reports (.stackci/, e.g. unit-tests.xml from a run outside CI) and the Databricks
+    CLI's local folder (.databricks/, the other engine) are never synced, even when sync.include asks."""
+    write({
+        "databricks.yml": "bundle: {name: d}\nsync:\n  include: ['**/*.xml', '.stackci/**']\n",
+        "src/a.py": "", "src/report.xml": "",
+        ".stackci/unit-tests.xml": "<testsuites/>", ".stackci/run-job.xml": "<testsuites/>",
+        "sub/.stackci/integration-test.xml": "<testsuites/>",
+        ".databricks/bundle/dev/sync-snapshots/x.json": "{}",
+    })
+    assert sorted(load({}).sync_files) == ["databricks.yml", "src/a.py", "src/report.xml"]

@@ -7,7 +7,8 @@ negation, a trailing ``/`` for folders only, a ``/`` elsewhere anchoring the
 pattern to the file's folder, ``*`` and ``?`` not crossing ``/``, ``**`` for any
 number of folders, and no way to re-include a file whose folder is excluded.
 ``sync.include`` / ``sync.exclude`` use the same syntax, relative to the bundle
-root. ``.git`` and ``.databricks`` are never uploaded.
+root. ``.git``, ``.databricks`` (the Databricks CLI's local folder) and ``.stackci`` (stackci's
+local reports) are never uploaded, at any depth.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from .git import repository_root
 
-ALWAYS_SKIPPED = {".git", ".databricks"}
+#: never uploaded: git, the Databricks CLI's local folder, stackci's local reports (e.g. unit-tests.xml)
+ALWAYS_SKIPPED = {".git", ".databricks", ".stackci"}
 
 
 @dataclass
