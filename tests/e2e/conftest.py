@@ -56,11 +56,22 @@ class ActRun:
     log: str
     workdir: Path
 
-    def step_outputs(self) -> dict[str, str]:
+    def step_outputs(self, job: str | None = None) -> dict[str, str]:
+        """The step outputs act logged (of the job named ``job`` only, when given)."""
         out = {}
-        for m in re.finditer(r"::set-output:: ([A-Za-z0-9_-]+)=(.*)", self.log):
+        log = self.job_log(job) if job else self.log
+        for m in re.finditer(r"::set-output:: ([A-Za-z0-9_-]+)=(.*)", log):
             out[m.group(1)] = m.group(2)
         return out
+
+    def job_log(self, job: str) -> str:
+        """The lines act logged for the job named ``job`` (``[<workflow>/<job>] ...``)."""
+        return "\n".join(line for line in self.log.splitlines() if re.match(rf"^\[[^\]/]+/{re.escape(job)} *\]", line))
+
+    def job_results(self) -> dict[str, str]:
+        """act's verdict per job name: 'succeeded' or 'failed' (absent: the job did not run)."""
+        return {m.group(1).strip(): m.group(2) for m in
+                re.finditer(r"^\[[^\]/]+/([^\]]+)\]\s+🏁\s+Job (succeeded|failed)", self.log, re.MULTILINE)}
 
     def commands(self):
         lines = [re.sub(r"^\[[^\]]+\]\s+(?:❗|⚙|❓)?\s*", "", line) for line in self.log.splitlines()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,31 +74,37 @@ def hosting():
     fake.close()
 
 
-def test_bundle_ci_keeps_one_plan_comment_up_to_date(run_workflow, ws, w, tmp_path, hosting):
+def sections(body: str) -> list[str]:
+    """The targets of the plan comment's sections, in order (each opened by its hidden marker)."""
+    return [json.loads(m.group(1).encode().decode("unicode_escape"))["target"]
+            for m in re.finditer(r"<!-- stackci:plan-target (\{[^<>]*\}) -->", body)]
+
+
+def test_bundle_ci_plans_staging_and_prod_in_two_jobs_into_one_comment(run_workflow, ws, w, tmp_path, hosting):
     wf = WORKFLOWS / "bundle-ci.yml"
-    pr = {"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature", "sha": "f" * 40},
+    pr = {"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature", "sha": "f" * 40,
+                                                              "repo": {"full_name": hosting.repository}},
                                         "base": {"ref": "main"}}}
-    api = f"/github/repos/{hosting.repository}/issues"
     common = dict(event="pull_request", payload=pr, branch="feature",
-                  secrets={"DATABRICKS_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN},
+                  secrets={"DATABRICKS_CI_TOKEN": ws.token, "DATABRICKS_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN},
                   env={"STACKCI_HOST": ws.url, "GITHUB_API_URL": hosting.github_url,
                        "GITHUB_REPOSITORY": hosting.repository})
     first = run_workflow(EXAMPLE, wf, **common)
-    assert first.code == 0 and first.job_succeeded, first.log[-4000:]
+    assert first.code == 0, first.log[-4000:]
+    assert first.job_results() == {"Validate and plan staging": "succeeded", "Validate and plan prod": "succeeded"}
     assert ws.token not in first.log and GITHUB_TOKEN not in first.log
-    out = first.step_outputs()
-    plans = json.loads(out["plans"])
-    assert sorted(plans) == ["prod", "staging"]
-    assert plans["staging"]["create"] == plans["prod"]["create"] == 4
-    assert out["has-changes"] == "true"
+    staging = first.step_outputs("Validate and plan staging")
+    prod = first.step_outputs("Validate and plan prod")
+    assert json.loads(staging["plans"]) == {"staging": json.loads(staging["plans"])["staging"]}
+    assert json.loads(prod["plans"])["prod"]["create"] == json.loads(staging["plans"])["staging"]["create"] == 4
     [comment] = hosting.comments[7]         # the fake answers 401 to any other token than the job's
-    assert out["comment-url"] == comment["html_url"]
+    assert staging["comment-url"] == prod["comment-url"] == comment["html_url"]
     body = comment["body"]
     assert body.startswith("<!-- stackci:plan:churn_model -->")
+    assert sorted(sections(body)) == ["prod", "staging"], "each job kept the other's section"
     for target in ("staging", "prod"):
         assert f"### Plan: `churn_model` → `{target}`" in body
     assert "staging-churn_model-model-training-job" in body and "prod-churn_model-model-training-job" in body
-    assert hosting.requests == [("GET", f"{api}/7/comments"), ("POST", f"{api}/7/comments")]
     assert jobs_by_name(w) == {}, "planning changes nothing"
 
     # staging gets deployed (the merge of another PR); the next push updates the same comment
@@ -107,16 +114,20 @@ def test_bundle_ci_keeps_one_plan_comment_up_to_date(run_workflow, ws, w, tmp_pa
     subprocess.run([sys.executable, "-m", "stackci", "deploy", "-t", "staging", "--project",
                     str(tmp_path / "repo")], env=env, check=True, capture_output=True)   # run_workflow's repo
     second = run_workflow(EXAMPLE, wf, **common)
-    assert second.code == 0 and second.job_succeeded, second.log[-4000:]
-    out = second.step_outputs()
-    plans = json.loads(out["plans"])
+    assert second.code == 0, second.log[-4000:]
+    plans = json.loads(second.step_outputs("Validate and plan staging")["plans"])
     assert (plans["staging"]["create"], plans["staging"]["unchanged"]) == (0, 4)
-    assert plans["prod"]["create"] == 4
     [updated] = hosting.comments[7]
-    assert updated["id"] == comment["id"] and out["comment-url"] == comment["html_url"]
-    assert updated["body"] != body and updated["body"].startswith("<!-- stackci:plan:churn_model -->")
+    assert updated["id"] == comment["id"]
+    assert updated["body"] != body and sorted(sections(updated["body"])) == ["prod", "staging"]
     assert "No resource changes." in updated["body"]       # staging's table now
-    assert hosting.requests[2:] == [("GET", f"{api}/7/comments"), ("PATCH", f"{api}/comments/{comment['id']}")]
+
+    # a fork's pull request gets no secrets: both jobs are skipped, nothing is posted
+    fork = {**pr, "pull_request": {**pr["pull_request"], "head": {**pr["pull_request"]["head"],
+                                                                   "repo": {"full_name": "stranger/churn"}}}}
+    skipped = run_workflow(EXAMPLE, wf, **{**common, "payload": fork})
+    assert skipped.code == 0 and skipped.job_results() == {}, skipped.log[-3000:]
+    assert [c["id"] for c in hosting.comments[7]] == [comment["id"]]
 
 
 # --------------------------------------------------------------------------- cd-staging.yml

@@ -26,7 +26,8 @@ WORKFLOW = ROOT / "examples" / "github" / "workflows" / "ci.yml"
 TEMPLATE = ROOT / "azure-pipelines" / "steps" / "integration-test.yml"
 BUNDLE_ROOT = "/Workspace/Users/local-user@stackci.local/.bundle/churn_model"
 GITHUB_TOKEN = "ghs_fakeTokenForTheLoopbackGitHub0002"
-PR = {"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature", "sha": "f" * 40},
+PR = {"number": 7, "pull_request": {"number": 7, "head": {"ref": "feature", "sha": "f" * 40,
+                                                          "repo": {"full_name": "acme/churn"}},
                                     "base": {"ref": "main"}}}
 #: the failing variant: ModelValidation refuses any model (an AUC above 1 is impossible)
 FAILING = {"databricks.yml": (EXAMPLE / "databricks.yml").read_text().replace(
@@ -47,32 +48,33 @@ def nothing_left(w, target: str) -> bool:
         return True
 
 
-def job_results(log: str) -> dict[str, str]:
-    """act's verdict per job name: 'succeeded' or 'failed'."""
-    return {m.group(1).strip(): m.group(2) for m in re.finditer(r"^\[CI/([^\]]+)\]\s+🏁\s+Job (succeeded|failed)",
-                                                                 log, re.MULTILINE)}
-
-
 @pytest.mark.parametrize("failing", [False, True], ids=["passing", "failing"])
 def test_pull_request_workflow(run_workflow, ws, w, failing):
+    """passing: unit tests, then the staging and prod plans (two jobs, one PR comment) next to
+    the integration test. failing: the prod plan's credentials are wrong and ModelValidation
+    fails: the staging plan and the integration test still run, each with its own verdict."""
     assert FAILING["databricks.yml"] != (EXAMPLE / "databricks.yml").read_text()
     github = FakeHosting(token=GITHUB_TOKEN)     # the loopback GitHub for the plan comment
+    assert github.repository == PR["pull_request"]["head"]["repo"]["full_name"]
     try:
         run = run_workflow(EXAMPLE, WORKFLOW, event="pull_request", payload=PR, files=FAILING if failing else None,
-                           secrets={"DATABRICKS_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN},
+                           secrets={"DATABRICKS_CI_TOKEN": ws.token, "GITHUB_TOKEN": GITHUB_TOKEN,
+                                    "DATABRICKS_TOKEN": "dapi-not-a-prod-token" if failing else ws.token},
                            env={"STACKCI_HOST": ws.url, "GITHUB_API_URL": github.github_url,
                                 "GITHUB_REPOSITORY": github.repository})
     finally:
         github.close()
     comments = [c for number in sorted(github.comments) for c in github.comments[number]]
     assert ws.token not in run.log and GITHUB_TOKEN not in run.log, "secrets are masked"
-    verdicts = job_results(run.log)
-    # unit tests, then validate/plan (one PR comment), then the integration test
-    assert verdicts["Unit tests"] == "succeeded" and verdicts["Validate and plan"] == "succeeded", run.log[-5000:]
-    assert run.log.index("[CI/Unit tests") < run.log.index("[CI/Validate and plan") \
-        < run.log.index("[CI/Integration test")
+    verdicts = run.job_results()
+    assert verdicts["Unit tests"] == "succeeded" and verdicts["Validate and plan staging"] == "succeeded", \
+        run.log[-5000:]
+    assert run.log.index("[CI/Unit tests") < min(run.log.index("[CI/Validate and plan"),
+                                                 run.log.index("[CI/Integration test"))
     assert len(comments) == 1 and comments[0]["body"].startswith("<!-- stackci:plan:churn_model -->")
-    out = run.step_outputs()
+    body = comments[0]["body"]
+    assert "### Plan: `churn_model` → `staging`" in body
+    out = run.step_outputs("Integration test")
     run_id = json.loads(out["run-ids"])["model_training_job"]
     run_of_copy = w.jobs.get_run(run_id)
     # the copy of the test target is named after the pull request and the workflow run
@@ -81,13 +83,18 @@ def test_pull_request_workflow(run_workflow, ws, w, failing):
     assert "model_training_job › ModelDeployment: " in run.log
     assert f"result={out['result']}" in run.log, "the if: always() Report step read the outputs"
     if not failing:
-        assert run.code == 0 and verdicts["Integration test"] == "succeeded", run.log[-5000:]
+        assert run.code == 0 and verdicts == {"Unit tests": "succeeded", "Validate and plan staging": "succeeded",
+                                              "Validate and plan prod": "succeeded",
+                                              "Integration test": "succeeded"}, run.log[-5000:]
+        assert "### Plan: `churn_model` → `prod`" in body, "both jobs wrote the one comment"
         assert out["result"] == "success"
         assert run_of_copy.state.result_state.value == "SUCCESS"
         assert run.annotations() == []
         assert "Integration test of test (pr7-" in run.log       # the step summary
     else:
         assert run.code != 0 and verdicts["Integration test"] == "failed"
+        assert verdicts["Validate and plan prod"] == "failed"
+        assert "`prod`" not in body, "the failed prod plan posted nothing"
         assert out["result"] == "failed"
         per_task = [a for a in run.annotations() if a.properties.get("title", "").endswith("› ModelValidation failed")]
         assert len(per_task) == 1 and "is below the minimum 1.5000" in per_task[0].data
