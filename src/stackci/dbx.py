@@ -222,7 +222,7 @@ def guard_auth(client) -> None:
         except errors.Unauthenticated as exc:
             raise (ConfigError if not state["wrote"] else RunFailed)(
                 f"the workspace {config.host} rejected the credentials (auth type {config.auth_type or 'unknown'}, "
-                f"401 {exc.error_code or 'Unauthenticated'}: {_first_line(exc)})",
+                f"401 {exc.error_code or 'Unauthenticated'}: {first_line(exc)})",
                 hint="check the token or OAuth credentials for this workspace (DATABRICKS_TOKEN, DATABRICKS_CLIENT_ID/"
                      "SECRET, DATABRICKS_AUTH_TYPE); they may be for another workspace or expired") from None
         except errors.PermissionDenied as exc:
@@ -231,7 +231,7 @@ def guard_auth(client) -> None:
             where = path or kwargs.get("url") or ""
             raise ConfigError(
                 f"the workspace {config.host} refused {method} {where} (403 {exc.error_code or 'PermissionDenied'}: "
-                f"{_first_line(exc)})",
+                f"{first_line(exc)})",
                 hint="the identity stackci authenticates as (auth type "
                      f"{config.auth_type or 'unknown'}) lacks a permission: grant it, or use credentials that have "
                      "it; nothing was changed") from None
@@ -242,7 +242,7 @@ def guard_auth(client) -> None:
     api.do = guarded
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     # the SDK appends its configuration dump ("Config: host=..., Env: ...") to 401/403 messages
     text = text.split(". Config: ")[0]

@@ -233,3 +233,12 @@ def test_its_output_cannot_act_as_a_workflow_command(run_cli, with_pipelines, cl
     assert "error" not in names and "set-output" not in names   # ... but inert
     assert not any(c.name == "task.setvariable" and c.properties.get("variable") == "x" for c in result.commands)
     assert "##group" not in names
+
+
+def test_a_var_value_with_spaces_stays_one_argument(run_cli, with_pipelines, cli_bin):
+    path_env, calls = cli_bin
+    result = run_cli(["deploy", "-t", "staging", "--project", str(with_pipelines), "--engine", "cli"],
+                     env={**path_env, "STACKCI_VAR": "greeting=hello big world\nother=2"})
+    assert result.code == 0, result.stderr
+    [call] = [c for c in calls() if c["argv"] != ["version"]]
+    assert call["argv"] == ["bundle", "deploy", "-t", "staging", "--var=greeting=hello big world", "--var=other=2"]

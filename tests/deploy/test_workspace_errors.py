@@ -5,7 +5,6 @@ loopback port, and small loopback servers that answer 403 or refuse one request.
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -156,53 +155,11 @@ def test_a_refused_permission_before_any_change_is_a_configuration_error(run_cli
     no_raw_sdk_lines(result)
 
 
-class _RefuseJobCreate:
-    """A loopback proxy to the local workspace that answers ``POST .../jobs/create`` with 403."""
-
-    def __init__(self, target: str) -> None:
-        upstream = target.split("//", 1)[1]
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format, *args):  # noqa: A002
-                pass
-
-            def do_GET(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                if self.command == "POST" and self.path.endswith("/jobs/create"):
-                    status, headers, data = 403, {"Content-Type": "application/json"}, json.dumps(
-                        {"error_code": "PERMISSION_DENIED", "message": "not allowed to create jobs"}).encode()
-                else:
-                    conn = http.client.HTTPConnection(upstream, timeout=30)
-                    conn.request(self.command, self.path, body=body,
-                                 headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
-                    answer = conn.getresponse()
-                    status, data = answer.status, answer.read()
-                    headers = {k: v for k, v in answer.getheaders()
-                               if k.lower() not in ("content-length", "transfer-encoding", "connection")}
-                    conn.close()
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_permission_refused_after_changes_stays_a_failed_deploy_with_its_context(run_cli, small, env, ws, w):
-    proxy = _RefuseJobCreate(ws.url)
+    from refusing_proxy import RefusingProxy  # type: ignore[import-not-found]
+
+    proxy = RefusingProxy(ws.url, lambda method, path, doc: (403, "PERMISSION_DENIED", "not allowed to create jobs")
+                          if method == "POST" and path.endswith("/jobs/create") else None)
     try:
         result = run_cli(["deploy", "-t", "staging", "--project", str(small)],
                          env={**env, "STACKCI_HOST": proxy.url, "DATABRICKS_HOST": ""})

@@ -424,17 +424,55 @@ def _delegate_deploy(app: App, target, variables, project, host_option, profile,
                            fail_on_active_runs=fail_on_active_runs))
 
 
+def target_mode(project: Path, target: str | None) -> str | None:
+    """The ``mode`` of the target ``databricks bundle`` would pick (read from the YAML only: no variables,
+    no workspace), for the production guard of ``destroy --engine cli``."""
+    from ..bundle.loader import expand_includes, find_root, select_target
+    from ..bundle.nodes import Location, load_file
+
+    root, config = find_root(Path(project))
+    tree = load_file(config, str(config))
+    expand_includes(root.resolve(), config.resolve(), tree)
+    _name, node, _all = select_target(tree, target, Location(str(config), 1))
+    mode = node.get("mode") if node is not None and node.is_map else None
+    return mode.value if mode is not None and isinstance(mode.value, str) else None
+
+
+def confirm_destroy(app: App, target: str, mode: str | None, auto_approve: bool, what: str) -> None:
+    """A ``mode: production`` target is only destroyed with --auto-approve, or when the person at the
+    terminal types the target's name (never asked in CI: there it is a one-line error, exit 2)."""
+    import sys
+
+    if mode != "production" or auto_approve:
+        return
+    interactive = app.platform.name == "local" and sys.stdin is not None and sys.stdin.isatty()
+    if not interactive:
+        raise ConfigError(f"refusing to destroy target {target!r}: it is 'mode: production' ({what})",
+                          hint="pass --auto-approve (STACKCI_AUTO_APPROVE=true) to destroy it; --dry-run lists "
+                               "what would be removed")
+    logger.warning("target %r is 'mode: production': destroy removes %s", target, what)
+    answer = click.prompt(f"Type the target name ({target}) to destroy it", default="", show_default=False, err=True)
+    if answer.strip() != target:
+        raise ConfigError(f"not destroying target {target!r}: the answer was not its name",
+                          hint="type the target name exactly, or pass --auto-approve (STACKCI_AUTO_APPROVE=true)")
+
+
 @click.command("destroy")
 @bundle_options
 @click.option("--force-lock", is_flag=True, envvar="STACKCI_FORCE_LOCK",
               help="Take the deployment lock even if another deploy holds it.")
+@click.option("--auto-approve", is_flag=True, envvar="STACKCI_AUTO_APPROVE",
+              help="Destroy a 'mode: production' target without asking (otherwise: a prompt on a terminal, "
+                   "a refusal in CI).")
 @click.option("--dry-run", is_flag=True, envvar="STACKCI_DRY_RUN", help="List what would be removed; change nothing.")
 @click.pass_obj
 def destroy_command(app: App, target, variables, project, user, host_option, profile, parallel, engine, force_lock,
-                    dry_run) -> None:
+                    auto_approve, dry_run) -> None:
     """Remove every job, experiment, registered model and file the target's state owns, then the state.
 
-    Objects that stackci did not create are never touched. Outputs: deleted files-deleted.
+    Objects that stackci did not create are never touched. A 'mode: production' target needs
+    --auto-approve (or the target's name typed at the prompt of a terminal). Outputs: deleted
+    files-deleted.
     """
     from .engine import run_locked
 
@@ -442,6 +480,8 @@ def destroy_command(app: App, target, variables, project, user, host_option, pro
         from .databricks_cli import Delegate, arguments, check_flags
 
         check_flags("destroy", **{"--dry-run": dry_run})
+        confirm_destroy(app, target or "(default)", target_mode(project, target), auto_approve,
+                        "everything 'databricks bundle destroy' removes")
         Delegate(app, "destroy", project, host_option).run(
             arguments("destroy", target=target, variables=variables, profile=profile, force_lock=force_lock))
         return
@@ -449,16 +489,20 @@ def destroy_command(app: App, target, variables, project, user, host_option, pro
                   profile=profile, command="destroy")
     engine = _engine(app, loaded, parallel, "destroy")
     bundle = loaded.bundle
-    if dry_run:
+    if dry_run or (bundle.mode == "production" and not auto_approve):
         state = engine.read_state()
         owned = state.owned()
+        width = max((len(f"{kind}.{key}") for kind, key, _ in owned), default=0)
         for kind, key, entry in owned:
-            logger.info("  - %s.%s  %s (%s)", kind, key, entry.get("name") or "", entry.get("id"))
-        logger.info("%d resources and %d files would be removed from %s; dry run: nothing was changed",
-                    len(owned), len(state.files), bundle.root_path)
-        app.platform.set_output("deleted", 0)
-        app.platform.set_output("files-deleted", 0)
-        return
+            logger.info("  - %s  %s (%s)", f"{kind}.{key}".ljust(width), entry.get("name") or "", entry.get("id"))
+        what = f"{len(owned)} resources and {len(state.files)} files from {bundle.root_path}"
+        if not dry_run:
+            confirm_destroy(app, bundle.target, bundle.mode, auto_approve, what)
+        else:
+            logger.info("%s would be removed; dry run: nothing was changed", what[0].upper() + what[1:])
+            app.platform.set_output("deleted", 0)
+            app.platform.set_output("files-deleted", 0)
+            return
 
     def work():
         state = engine.read_state()

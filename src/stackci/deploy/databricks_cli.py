@@ -82,8 +82,7 @@ def arguments(command: str, *, target=None, variables=(), profile=None, force_lo
     if target:
         argv += ["-t", target]
     for item in variables or ():
-        for one in str(item).split():
-            argv.append(f"--var={one}")
+        argv.append(f"--var={item}")          # one name=value each; values may contain spaces
     if profile:
         argv += ["-p", profile]
     if force_lock:

@@ -395,8 +395,6 @@ class Engine:
         return outcome
 
     def _remove_empty_dirs(self, dirs: set[str]) -> None:
-        from databricks.sdk.errors import DatabricksError
-
         base = self.bundle.file_path.rstrip("/")
         every: set[str] = set()
         for d in dirs:
@@ -404,21 +402,34 @@ class Engine:
                 every.add(d)
                 d = posixpath.dirname(d)
         for d in sorted(every, key=lambda p: p.count("/"), reverse=True):
-            try:
-                self.client.workspace.delete(d, recursive=False)
-            except DatabricksError:
-                pass   # not empty (someone else's files) or already gone
+            self._remove_folder(d)
 
     def remove_folders(self) -> None:
         """After destroy: the state and root folders, only if nothing else is left in them."""
-        from databricks.sdk.errors import DatabricksError
-
         for path in (self.bundle.state_path, self.bundle.file_path, self.bundle.artifact_path,
                      self.bundle.resource_path, self.bundle.root_path):
-            try:
-                self.client.workspace.delete(path, recursive=False)
-            except DatabricksError:
-                pass
+            self._remove_folder(path)
+
+    def _remove_folder(self, path: str) -> None:
+        """Delete an empty folder. Gone already, or holding someone else's files, is fine; anything
+        else (no permission, a workspace error) is a warning naming the folder that was left."""
+        from databricks.sdk import errors
+
+        try:
+            self.client.workspace.delete(path, recursive=False)
+        except (errors.NotFound, errors.ResourceDoesNotExist):
+            pass
+        except errors.DatabricksError as exc:
+            if exc.error_code == "DIRECTORY_NOT_EMPTY":
+                return           # not empty: files that are not the bundle's stay, with their folder
+            from ..dbx import first_line
+
+            message = f"could not remove the folder {path} ({exc.error_code or type(exc).__name__}: " \
+                      f"{first_line(exc)}); it is left in the workspace"
+            if self.warn is not None:
+                self.warn(message, None, None)
+            else:
+                logger.warning("%s", message)
 
 
 def run_locked(engine: Engine, command: str, force_lock: bool, body):

@@ -213,8 +213,10 @@ def _quote(text: str) -> str:
 
 
 def _api_error(address: str, verb: str, exc) -> RunFailed:
+    from ..dbx import first_line
+
     code = getattr(exc, "error_code", None) or type(exc).__name__
-    message = " ".join(str(exc).split())
+    message = first_line(exc)         # without the SDK's configuration dump on 401/403
     return RunFailed(f"{address}: {verb} failed: {code}: {message}",
                      hint="fix the resource's settings in the bundle and deploy again; everything applied "
                           "before this step is recorded in the state")
