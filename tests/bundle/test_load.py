@@ -261,3 +261,17 @@ resources:
     job = b.resources["jobs"]["j"].settings
     assert job["name"] == "123" and job["max_concurrent_runs"] == 3
     assert job["tasks"][0]["notebook_task"]["base_parameters"] == {"rows": "1000", "ok": "true", "rate": "0.5"}
+
+
+def test_a_broken_link_or_a_folder_matched_by_include_is_an_error(fails, write, tmp_path):
+    files = {"databricks.yml": BASE + "include:\n  - resources/*.yml\n", "resources/job.yml": "{}\n"}
+    root = write(files)
+    (root / "resources" / "link.yml").symlink_to("/nonexistent/job.yml")
+    err = fails(files)
+    assert "include pattern 'resources/*.yml' matches resources/link.yml, a symbolic link to " \
+           "'/nonexistent/job.yml', which does not exist" in err.message
+    assert err.file.endswith("databricks.yml") and err.line == 4
+    (root / "resources" / "link.yml").unlink()
+    (root / "resources" / "x.yml").mkdir()
+    err = fails(files)
+    assert "matches resources/x.yml, which is a folder, not a YAML file" in err.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -81,6 +82,16 @@ def expand_includes(root: Path, config_file: Path, tree: Node) -> list[Path]:
             raise error(item.loc, f"'include' entry {pattern!r} uses a ${{...}} reference, which is not allowed",
                         hint="write a literal glob relative to the bundle root")
         matches = sorted(glob.glob(pattern, root_dir=str(root), recursive=True))
+        for m in matches:
+            path = root / m
+            if path.is_symlink() and not path.exists():
+                raise error(item.loc, f"include pattern {pattern!r} matches {m}, a symbolic link to "
+                            f"{os.readlink(path)!r}, which does not exist",
+                            hint="fix or remove the link, or narrow the pattern")
+            if path.is_dir() and Path(m).suffix in (".yml", ".yaml"):
+                raise error(item.loc, f"include pattern {pattern!r} matches {m}, which is a folder, not a YAML file",
+                            hint="rename the folder, or narrow the pattern (e.g. resources/*/*.yml for the files in "
+                                 "it)")
         files = [root / m for m in matches if (root / m).is_file()]
         if not files:
             raise error(item.loc, f"include pattern {pattern!r} matches no files (relative to {root})",
@@ -378,8 +389,3 @@ def check_bundle_name(tree: Node, config_file: Path) -> str:
         raise error(name_node.loc, f"bundle.name {name_node.value!r} contains a ${{...}} reference, which is not "
                     "allowed", hint="write the bundle name literally")
     return name_node.value
-
-
-def check_sections(tree: Node, shown: str, warnings: list, root: bool) -> None:
-    """Type-check one file's tree before merging (unknown keys → warnings, wrong types → errors)."""
-    schema.check(tree, schema.ROOT, (), warnings)
