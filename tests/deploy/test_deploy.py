@@ -218,3 +218,17 @@ def test_destroy_leaves_objects_it_does_not_own(deploy, w):
     assert deploy(command="destroy").code == 0
     assert list(jobs_by_name(w)) == ["someone-elses-job"] and jobs_by_name(w)["someone-elses-job"][0].job_id == other
     assert tree(w, f"{ROOT}/staging/files") == {f"{ROOT}/staging/files/notes.txt": "FILE"}
+
+
+def test_an_empty_require_branch_is_bad_input_not_a_guard_turned_off(deploy, w):
+    for args in (["--require-branch", ""], ["--require-branch", "  ", "--require-branch", ""]):
+        result = deploy(*args, target="prod", extra_env={"GITHUB_REF": "refs/heads/feature/x"})
+        assert result.code == 2, result.stderr
+        [error] = result.errors()
+        assert error.data.startswith("--require-branch is empty (target 'prod'): an empty pattern would turn the "
+                                     "branch guard off")
+    assert jobs_by_name(w) == {}
+    wrong = deploy("--require-branch", "release/*", target="prod", extra_env={"GITHUB_REF": "refs/heads/feature/x"})
+    assert wrong.code == 2 and "does not match --require-branch 'release/*'" in wrong.errors()[0].data
+    # an empty value in the environment is the input left out (the action's default): no guard
+    assert deploy(target="test", extra_env={"STACKCI_REQUIRE_BRANCH": ""}).code == 0

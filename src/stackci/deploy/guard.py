@@ -59,8 +59,14 @@ def current_ref(environ: Mapping[str, str], git_info: dict) -> Ref:
 
 
 def require_branch(patterns: list[str], ref: Ref, target: str) -> None:
-    """Refuse unless ``ref`` is a branch matching one of the fnmatch ``patterns``."""
-    patterns = [p.strip() for p in patterns if p and p.strip()]
+    """Refuse unless ``ref`` is a branch matching one of the fnmatch ``patterns``. Patterns given that
+    are all empty (``--require-branch ''``) are bad input: they must not turn the guard off silently."""
+    given = list(patterns)
+    patterns = [p.strip() for p in given if p and p.strip()]
+    if given and not patterns:
+        raise ConfigError(f"--require-branch is empty (target {target!r}): an empty pattern would turn the branch "
+                          "guard off", hint="give the branches that may deploy, e.g. --require-branch 'release/*', or "
+                                            "leave the option out")
     if not patterns:
         return
     shown = ", ".join(repr(p) for p in patterns)
