@@ -119,11 +119,6 @@ def parse_path(raw, *, name: str = "path") -> WsPath:
     return WsPath("/" + "/".join(parts), prefixed)
 
 
-def canonical_of(raw: str) -> str:
-    """The canonical form of a workspace path given by a job (no checks beyond shape)."""
-    return parse_path(raw).canonical
-
-
 def _like_prefix(canonical: str) -> str:
     """A LIKE pattern for everything below ``canonical`` (wildcards in names escaped)."""
     base = canonical.rstrip("/")

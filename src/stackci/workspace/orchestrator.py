@@ -201,10 +201,6 @@ class Orchestrator:
         if not closing and driver.run.get("run_type") == "JOB_RUN":
             self.service.start_queued(driver.run["job_id"])
 
-    def active_count(self) -> int:
-        with self._lock:
-            return len(self._drivers)
-
     def shutdown(self, timeout: float = 30.0) -> None:
         """Kill every running task and end active runs as INTERNAL_ERROR (the platform went away)."""
         with self._lock:
