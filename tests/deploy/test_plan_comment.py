@@ -432,3 +432,13 @@ def test_two_plan_processes_at_once_end_with_one_comment_holding_both(fake, env,
     assert sorted(found) == ["prod", "staging"]
     assert found["staging"].commit == found["prod"].commit == NEW
     assert "earlier push" not in again["body"]
+
+
+def test_a_warning_of_both_targets_is_shown_once(plan, tmp_path):
+    files = {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS}
+    files["resources/jobs.yml"] = files["resources/jobs.yml"].replace("name: small-b", "name: small-b\n              colour: blue")
+    root = write_bundle(tmp_path / "warned", files)
+    result = plan("-t", "staging", "-t", "prod", root=root)
+    assert result.code == 0, result.stderr
+    warnings = [c for c in result.commands if c.name == "warning" and "colour" in c.data]
+    assert len(warnings) == 1, warnings

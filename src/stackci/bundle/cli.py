@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from pathlib import Path
 
 import click
@@ -27,6 +28,26 @@ from .model import UserUnknown
 from .options import Line
 
 logger = log.get("validate")
+
+
+#: the bundle warnings each platform (one per command, one per rehearsal stage) has shown
+_SHOWN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def show_warnings(app: App, bundle: Bundle) -> None:
+    """The bundle's warnings as annotations, each once however often the command loads the bundle
+    (``plan`` of several targets, an integration test's copy of its target, ...)."""
+    try:
+        seen = _SHOWN.setdefault(app.platform, set())
+    except TypeError:            # a platform without weak references: no memory
+        seen = set()
+    for warning in bundle.warnings:
+        key = (warning.message, warning.file, warning.line)
+        if key in seen:
+            continue
+        seen.add(key)
+        app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
+                             title="stackci: bundle")
 
 
 def display_path(path: str | None, app: App) -> str | None:
@@ -204,9 +225,7 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
     except ConfigError as exc:
         exc.file = display_path(exc.file, app)
         raise
-    for warning in bundle.warnings:
-        app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
-                             title="stackci: bundle")
+    show_warnings(app, bundle)
     from ..deploy import support
     from ..deploy.resources import apply_order, desired_resources
     try:

@@ -65,7 +65,7 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
     ``session`` (a dict) shares workspace clients and current users between several loads
     (``plan`` of several targets asks each workspace who the user is once)."""
     from ..bundle import CurrentUser, load_bundle
-    from ..bundle.cli import display_path
+    from ..bundle.cli import display_path, show_warnings
     from ..dbx import check_host, workspace_client
     from . import guard, support
     from .resources import apply_order, desired_resources
@@ -110,9 +110,7 @@ def load(app: App, *, target, variables, project: Path, user, host_option, profi
     try:
         bundle = load_bundle(project, target, variables, env=app.environ, current_user=source,
                              overrides=overrides)
-        for warning in bundle.warnings:
-            app.platform.warning(warning.message, file=display_path(warning.file, app), line=warning.line,
-                                 title="stackci: bundle")
+        show_warnings(app, bundle)
         support.check(bundle)
         apply_order(desired_resources(bundle))
     except ConfigError as exc:
