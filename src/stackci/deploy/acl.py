@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+from ..dbx import first_line
 from ..errors import ConfigError, RunFailed
 from .state import canonical_hash
 
@@ -241,7 +242,7 @@ def put_permissions(api, address: str, object_type: str, object_id, acl: list[di
         raise
     except errors.DatabricksError as exc:
         code = getattr(exc, "error_code", None) or type(exc).__name__
-        raise RunFailed(f"{address}: setting its permissions failed: {code}: {' '.join(str(exc).split())}",
+        raise RunFailed(f"{address}: setting its permissions failed: {code}: {first_line(exc)}",
                         hint="fix the permissions in the bundle and deploy again") from None
 
 
@@ -280,7 +281,7 @@ def patch_grants(api, address: str, full_name: str, desired: list[dict]) -> int:
         raise
     except errors.DatabricksError as exc:
         code = getattr(exc, "error_code", None) or type(exc).__name__
-        raise RunFailed(f"{address}: setting its grants failed: {code}: {' '.join(str(exc).split())}",
+        raise RunFailed(f"{address}: setting its grants failed: {code}: {first_line(exc)}",
                         hint="fix the grants in the bundle (principals must exist, privileges must apply to a "
                              "registered model) and deploy again") from None
 

@@ -17,6 +17,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from ..dbx import first_line
 from ..errors import RunFailed
 from .state import delete_path, import_file
 
@@ -111,7 +112,7 @@ class Syncer:
                     raise exc
                 name = getattr(item, "rel", item)
                 code = getattr(exc, "error_code", None) or type(exc).__name__
-                raise RunFailed(f"{what} {name} failed: {code}: {' '.join(str(exc).split())[:300]}",
+                raise RunFailed(f"{what} {name} failed: {code}: {first_line(exc)}",
                                 hint="deploy again: files already uploaded are recorded and not sent twice") from exc
         wait(futures)
 

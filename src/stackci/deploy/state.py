@@ -30,6 +30,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from ..dbx import first_line
 from ..errors import ConfigError, RunFailed
 
 STATE_FILE = "deployment.json"
@@ -141,7 +142,7 @@ class StateStore:
             import_file(self.client, self.path, content, overwrite=True)
         except DatabricksError as exc:
             code = getattr(exc, "error_code", None) or type(exc).__name__
-            raise RunFailed(f"writing the deployment state {self.path} failed: {code}: {' '.join(str(exc).split())}",
+            raise RunFailed(f"writing the deployment state {self.path} failed: {code}: {first_line(exc)}",
                             hint="deploy again: what was applied is in the workspace and the next deploy finds "
                                  "it (jobs by their deployment tag, files by content)") from None
         state.exists = True
