@@ -72,18 +72,20 @@ def test_errors_are_workflow_commands_on_github(tmp_path):
     assert result.stdout.startswith("::error title=stackci%3A bad input::project directory")
 
 
-def test_sigterm_and_sigint_exit_130(make_project):
-    project = make_project({"tests/test_slow.py": "import time\n\ndef test_slow():\n    time.sleep(60)\n"})
+def test_sigterm_and_sigint_exit_130(make_project, tmp_path):
+    marker = tmp_path / "pytest-started"
+    project = make_project({"tests/test_slow.py": "import pathlib, time\n\n"
+                            "def test_slow():\n"
+                            f"    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(60)\n"})
     for sig in (signal.SIGTERM, signal.SIGINT):
+        marker.unlink(missing_ok=True)
         proc = subprocess.Popen([sys.executable, "-m", "stackci", "unit-tests", "--project", str(project),
                                  "--python", sys.executable], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         deadline = time.monotonic() + 30
-        junit = project / ".stackci"
-        # wait until pytest runs (it creates the report folder first)
-        while not junit.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
+        while not marker.exists() and time.monotonic() < deadline:   # the project's test is running
+            time.sleep(0.05)
+        assert marker.exists(), "pytest never started the project's test"
         started = time.monotonic()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=20)
