@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ..dbx import first_line
-from ..errors import RunFailed
+from ..errors import RunFailed, StackciError
 from .state import delete_path, import_file
 
 LANGUAGES = {".py": "PYTHON", ".sql": "SQL", ".scala": "SCALA", ".r": "R"}
@@ -108,7 +108,7 @@ class Syncer:
                     other.cancel()
                 exc = future.exception()
                 item = futures[future]
-                if isinstance(exc, RunFailed):
+                if isinstance(exc, StackciError):      # already says what went wrong (auth, a failed write)
                     raise exc
                 name = getattr(item, "rel", item)
                 code = getattr(exc, "error_code", None) or type(exc).__name__
