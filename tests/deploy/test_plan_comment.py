@@ -442,3 +442,17 @@ def test_a_warning_of_both_targets_is_shown_once(plan, tmp_path):
     assert result.code == 0, result.stderr
     warnings = [c for c in result.commands if c.name == "warning" and "colour" in c.data]
     assert len(warnings) == 1, warnings
+
+
+def test_a_newer_plan_of_a_target_is_not_overwritten_by_an_older_one(plan, fake, tmp_path, monkeypatch):
+    assert plan("-t", "staging", "-t", "prod", "--comment", extra_env=fake.github_env(event(tmp_path, NEW))).code == 0
+    newer = ours(fake)[0]["body"]
+    import time as clock
+    real = clock.time
+    monkeypatch.setattr(clock, "time", lambda: real() - 3600)        # a job of an older push, finishing late
+    late = plan("-t", "staging", "--comment", extra_env=fake.github_env(event(tmp_path, OLD)))
+    monkeypatch.undo()
+    assert late.code == 0, late.stderr
+    after = sections(ours(fake)[0]["body"])
+    assert after["staging"].commit == NEW and after["staging"].meta == sections(newer)["staging"].meta
+    assert not [c for c in late.commands if c.name == "warning" and "may lack" in c.data]

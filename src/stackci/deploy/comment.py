@@ -235,12 +235,16 @@ def assemble(bundle: str, sections: list[Section], environ: Mapping[str, str], *
 def render(plans: list[Plan], environ: Mapping[str, str], *, existing: list[str] = (), limit: int = BODY_LIMIT,
            now: float | None = None, run_id: str = "") -> str:
     """The comment's Markdown (without the marker): an overview row and a section per target, the
-    sections of ``plans`` replacing those of the same targets in the ``existing`` bodies."""
+    sections of ``plans`` replacing those of the same targets in the ``existing`` bodies (unless one of
+    those was planned later than ``now``: a newer plan is never overwritten by an older one)."""
     now = time.time() if now is None else now
     bundle = plans[0].bundle_name if plans else "bundle"
     head = _commit(environ) or ""
+    merged = merge_existing(list(existing))
+    newer = {s.target for s in merged if s.at > round(now, 3)}     # planned after us (a later push): kept
+    plans = [plan for plan in plans if plan.target not in newer]
     planned = {plan.target for plan in plans}
-    kept = [s for s in merge_existing(list(existing)) if s.target not in planned]
+    kept = [s for s in merged if s.target not in planned]
     order = [s.target for s in kept]
     order += [plan.target for plan in plans if plan.target not in order]
 
