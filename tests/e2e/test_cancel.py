@@ -33,12 +33,18 @@ from workspace_views import tree
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = ROOT / "examples" / "project"
-STATE = "/Workspace/Users/local-user@stackci.local/.bundle/churn_model/staging/state"
+STAGING = "/Workspace/Users/local-user@stackci.local/.bundle/churn_model/staging"
+STATE = f"{STAGING}/state"
 LOCK = f"{STATE}/deploy.lock"
 #: every write of a deploy answers 300 ms late, so a deploy holds its lock for seconds
 SLOW_WRITES = {"rate": 1.0, "kinds": ["latency"], "latency_ms": 300,
                "path_regex": r"^/api/2\.[0-2]/(workspace/import|workspace-files/|jobs/(create|reset))"}
 _EXPR = re.compile(r"^\$\{\{\s*(.*?)\s*\}\}$")
+
+
+def uploading(w) -> bool:
+    """The deploy holds its lock (taken and confirmed) and is uploading the bundle's files."""
+    return LOCK in tree(w, STATE) and any(kind == "FILE" for kind in tree(w, f"{STAGING}/files").values())
 
 
 # --------------------------------------------------------------------------- a composite action's step
@@ -106,7 +112,7 @@ def test_a_cancelled_github_deploy_releases_its_lock(act_env, ws, w, tmp_path, p
     assert "reusing stackci" in installed.stderr
     ws.set_faults(SLOW_WRITES)
     step = github_step("deploy", "deploy", {"target": "staging"}, {"install": {"executable": exe}}, env, project)
-    wait_for(lambda: step.poll() is not None or LOCK in tree(w, STATE), "the deploy take its lock")
+    wait_for(lambda: step.poll() is not None or uploading(w), "the deploy take its lock and upload")
     assert step.poll() is None, step.communicate()
     step.send_signal(signal.SIGINT)          # what the runner does on a cancel: the step's process only
     out, err = step.communicate(timeout=60)
@@ -137,7 +143,7 @@ def test_a_cancelled_azure_deploy_releases_its_lock(agent, ws, w):
     steps = agent.expand(ROOT / "azure-pipelines" / "steps" / "deploy.yml", {
         "target": "staging", "host": ws.url, "databricksEnv": {"DATABRICKS_TOKEN": "$(databricksToken)"}})
     ws.set_faults(SLOW_WRITES)
-    agent.cancel_when = lambda: LOCK in tree(w, STATE)
+    agent.cancel_when = lambda: uploading(w)
     agent.run(steps)
     ws.set_faults(None)
     assert agent.canceled, agent.text()[-3000:]
