@@ -147,3 +147,15 @@ def test_azure_integration_test_template(agent_for, ws, w, failing):
         assert any("is below the minimum 1.5000" in e.data for e in errors)
     assert "Integration test of test (pr12-314)" in agent.summaries[0].read_text()
     assert nothing_left(w, "test")
+
+
+def test_gc_workflow_dry_run_uses_the_ci_principal(run_workflow, ws, w):
+    """examples/github/workflows/gc.yml, "Run workflow" with a dry run: it reaches the test
+    target's workspace with the CI principal's secret, lists nothing to remove, changes nothing."""
+    run = run_workflow(EXAMPLE, ROOT / "examples" / "github" / "workflows" / "gc.yml", event="workflow_dispatch",
+                       payload={"inputs": {"older-than": "1h", "dry-run": True}}, branch="main",
+                       secrets={"DATABRICKS_CI_TOKEN": ws.token}, env={"STACKCI_HOST": ws.url})
+    assert run.code == 0 and run.job_succeeded, run.log[-4000:]
+    assert run.step_outputs()["removed"] == "0"
+    assert "removed=0" in run.log and ws.token not in run.log
+    assert list(w.jobs.list()) == []
