@@ -31,10 +31,11 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer",
                "host", "content-length"}
 
 
-def classify(method: str, path: str, body: bytes) -> str:
+def classify(method: str, path: str, body: bytes, query: str = "") -> str:
     """What a workspace request does, in the words of a deploy."""
     if method == "GET":
-        return "read"
+        asked = urllib.parse.parse_qs(query).get("path", [""])[0]
+        return "read lock" if path.endswith("/workspace/export") and asked.endswith("/deploy.lock") else "read"
     doc: dict = {}
     if body:
         try:
@@ -151,8 +152,8 @@ class KillProxy:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
-        path = urllib.parse.urlsplit(handler.path).path
-        label = classify(handler.command, path, body)
+        parts = urllib.parse.urlsplit(handler.path)
+        label = classify(handler.command, parts.path, body, parts.query)
         with self._lock:
             if self.dead:
                 handler.close_connection = True

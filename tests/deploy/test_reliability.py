@@ -301,6 +301,24 @@ def test_sigterm_releases_the_lock_and_exits_130(ws, w, env, small, kill_proxy, 
     assert {name: len(v) for name, v in jobs_by_name(w).items()} == {"small-a": 1, "small-b": 1, "small-c": 1}
 
 
+@pytest.mark.parametrize("at", ["take lock", "read lock"])
+def test_sigterm_while_the_lock_is_taken_leaves_no_lock(ws, w, env, small, kill_proxy, run_cli, at):
+    """The narrowest window: the lock file is written (or being read back) when SIGTERM arrives."""
+    via_proxy = {**env, "DATABRICKS_HOST": kill_proxy.url, "STACKCI_HOST": kill_proxy.url}
+    args = ["deploy", "-t", "staging", "--project", str(small)]
+    kill_proxy.arm(KillPoint(at, 1, "sigterm"))
+    proc = cli_subprocess(args, via_proxy)
+    kill_proxy.watch(proc.pid)
+    out, err = proc.communicate(timeout=60)
+    assert kill_proxy.killed, f"the deploy never sent {at}: {kill_proxy.log}"
+    assert proc.returncode == 130, err
+    state_dir = f"{ROOT}/small/staging/state"
+    assert f"{state_dir}/deploy.lock" not in tree(w, state_dir), err
+    kill_proxy.arm(None)
+    again = run_cli(args, env=via_proxy, platform="local")       # without --force-lock
+    assert again.code == 0, again.stderr
+
+
 def test_a_held_lock_names_its_holder_and_force_lock_takes_it(deploy, w, small):
     from databricks.sdk.service.workspace import ImportFormat
     import base64

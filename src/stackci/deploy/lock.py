@@ -18,8 +18,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from .. import log
 from ..errors import ConfigError, RunFailed
 from .state import LOCK_FILE, delete_path, import_file
+
+logger = log.get("deploy")
 
 
 class LockHeld(ConfigError):
@@ -99,6 +102,30 @@ class DeployLock:
         its result is only used when the read-back shows the lock is ours (else it is dropped).
         Its result or exception is in :attr:`early` as ``(value, error)``.
         """
+        from ..signals import signals_held
+
+        # a SIGINT/SIGTERM between writing the lock file and confirming it would leave a lock
+        # nobody holds: the signal waits until the outcome is known, then the lock is removed
+        with signals_held("the deployment lock is being taken") as received:
+            previous = self._acquire(force, alongside)
+        if received:
+            self._remove_if_ours()
+            raise KeyboardInterrupt
+        return previous
+
+    def _remove_if_ours(self) -> None:
+        from databricks.sdk.errors import DatabricksError
+
+        try:
+            holder = self.read()
+            if holder is not None and holder.get("id") == self.id:
+                delete_path(self.client, self.path)
+        except (DatabricksError, OSError) as exc:
+            logger.warning("could not remove the deployment lock %s after the interrupt: %s; "
+                           "the next deploy needs --force-lock", self.path, exc)
+        self.held = False
+
+    def _acquire(self, force: bool, alongside) -> dict | None:
         from databricks.sdk import errors
 
         content = json.dumps(self._document(), sort_keys=True).encode("utf-8")

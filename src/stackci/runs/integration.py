@@ -12,11 +12,9 @@ signals are held back until the copy is gone, so a cancelled CI job leaves nothi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shlex
-import signal
 import threading
 import time
 import uuid
@@ -26,6 +24,7 @@ from pathlib import Path
 import click
 
 from .. import log
+from ..signals import signals_held
 from ..context import App
 from ..errors import ConfigError, Interrupted, RunFailed
 from .cli import FAILURE_TEXT, Line, ci_run_key, default_junit_path, parse_params
@@ -173,30 +172,6 @@ def _run_jobs(app: App, client, outcome, opts, ident: str, runs: Runs) -> None:
 
 
 # --------------------------------------------------------------------------- teardown
-@contextlib.contextmanager
-def signals_held(what: str):
-    """Hold SIGINT and SIGTERM back while ``what`` runs (a second Ctrl-C, or the SIGTERM that
-    GitHub sends 7.5 s after SIGINT, must not leave a half-removed copy); yields a list that
-    holds the signals that arrived. Only SIGKILL stops it. A no-op outside the main thread."""
-    received: list[int] = []
-
-    def hold(signum, frame):
-        received.append(signum)
-        logger.warning("%s received while %s; finishing that first", signal.Signals(signum).name, what)
-
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, hold)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _cancel_active(client, state) -> None:
     """Cancel every active run of the copy's jobs (one request per job; cancel is asynchronous,
     deleting the job afterwards stops what is left)."""
