@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import NOTEBOOK  # type: ignore[import-not-found]
+from bundle_support import NOTEBOOK  # type: ignore[import-not-found]
 
 FILES = {
     "databricks.yml": """

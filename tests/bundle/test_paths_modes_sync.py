@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NOTEBOOK  # type: ignore[import-not-found]
+from bundle_support import NOTEBOOK  # type: ignore[import-not-found]
 
 JOB = """
 bundle: {name: demo}

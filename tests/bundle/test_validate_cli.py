@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NOTEBOOK  # type: ignore[import-not-found]
+from bundle_support import NOTEBOOK  # type: ignore[import-not-found]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "project"
 NO_CREDENTIALS = {"DATABRICKS_TOKEN": "", "DATABRICKS_CLIENT_ID": "", "DATABRICKS_AUTH_TYPE": "",

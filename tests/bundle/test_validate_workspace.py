@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 
-from conftest import NOTEBOOK  # type: ignore[import-not-found]
+from bundle_support import NOTEBOOK  # type: ignore[import-not-found]
 
 
 

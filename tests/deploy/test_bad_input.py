@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import USER, jobs_by_name, tree, write_bundle  # type: ignore[import-not-found]
+from deploy_support import USER, jobs_by_name, tree, write_bundle  # type: ignore[import-not-found]
 
 ROOT = """
 bundle: {name: demo}

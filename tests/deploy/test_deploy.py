@@ -7,7 +7,7 @@ import json
 
 from databricks.sdk.service.workspace import ImportFormat
 
-from conftest import USER, jobs_by_name, read_state, remote_text, sha, tree  # type: ignore[import-not-found]
+from deploy_support import USER, jobs_by_name, read_state, remote_text, sha, tree  # type: ignore[import-not-found]
 
 ROOT = f"/Workspace/Users/{USER}/.bundle/churn_model"
 TRAIN = "staging-churn_model-model-training-job"

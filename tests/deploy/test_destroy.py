@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 
-from conftest import USER, cli_subprocess, jobs_by_name, tree  # type: ignore[import-not-found]
+from deploy_support import USER, cli_subprocess, jobs_by_name, tree  # type: ignore[import-not-found]
 
 PROD_ROOT = "/Workspace/Shared/.bundle/churn_model/prod"
 PROD_JOBS = ["prod-churn_model-batch-inference-job", "prod-churn_model-model-training-job"]

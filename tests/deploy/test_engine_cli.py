@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import SMALL_BUNDLE, USER, jobs_by_name, tree, write_bundle  # type: ignore[import-not-found]
+from deploy_support import SMALL_BUNDLE, USER, jobs_by_name, tree, write_bundle  # type: ignore[import-not-found]
 
 FAKE_CLI = textwrap.dedent('''\
     #!{python}

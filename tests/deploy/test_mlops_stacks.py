@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from databricks.sdk import errors
 
-from conftest import USER, jobs_by_name, read_state, tree  # type: ignore[import-not-found]
+from deploy_support import USER, jobs_by_name, read_state, tree  # type: ignore[import-not-found]
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mlops-stacks-project"
 JOBS = ("model_training_job", "batch_inference_job")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import SMALL_BUNDLE, USER, jobs_by_name, read_state, tree, write_bundle  # type: ignore
+from deploy_support import SMALL_BUNDLE, USER, jobs_by_name, read_state, tree, write_bundle  # type: ignore
 
 ROOT = f"/Workspace/Users/{USER}/.bundle/small/staging"
 TOP = """

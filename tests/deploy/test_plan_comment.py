@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import SMALL_BUNDLE, write_bundle  # type: ignore[import-not-found]
+from deploy_support import SMALL_BUNDLE, write_bundle  # type: ignore[import-not-found]
 from hosting.fake_hosting import FakeHosting  # type: ignore[import-not-found]
 
 TWO_TARGETS = SMALL_BUNDLE["databricks.yml"].replace("""
@@ -408,7 +408,7 @@ def test_two_plan_processes_at_once_end_with_one_comment_holding_both(fake, env,
     """Two real `stackci plan --comment` processes, one per target, that both read the comment before
     either writes (the fake holds their first listings until both arrived): first when there is no
     comment yet (both create one), then when it exists (both update it from the same old text)."""
-    from conftest import cli_subprocess  # type: ignore[import-not-found]
+    from deploy_support import cli_subprocess  # type: ignore[import-not-found]
 
     def both(sha: str) -> None:
         fake.hold_lists(2)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (USER, cli_subprocess, jobs_by_name, read_state, remote_text, sha,  # type: ignore
+from deploy_support import (USER, cli_subprocess, jobs_by_name, read_state, remote_text, sha,  # type: ignore
                       tree)
 from killproxy import KillPoint, KillProxy  # type: ignore
 

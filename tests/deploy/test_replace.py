@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import USER, jobs_by_name, read_state  # type: ignore[import-not-found]
+from deploy_support import USER, jobs_by_name, read_state  # type: ignore[import-not-found]
 
 ROOT = f"/Workspace/Users/{USER}/.bundle/churn_model/staging"
 OLD, NEW = "staging.churn_model.churn_model", "other.churn_model.churn_model"

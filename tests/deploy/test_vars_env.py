@@ -8,7 +8,7 @@ import json
 
 import click
 
-from conftest import jobs_by_name  # type: ignore[import-not-found]
+from deploy_support import jobs_by_name  # type: ignore[import-not-found]
 
 TWO_LINES = "greeting=hello, wide world\n\nother=second line\n"
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from azure_agent import _FULL, _PART, Agent, Expression, Unsupported
-from conftest import ROOT
+from e2e_support import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from azure_agent import Agent, Unsupported
-from conftest import ROOT
+from e2e_support import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import pytest
 from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
-from conftest import ROOT
+from e2e_support import ROOT
 from hosting.fake_hosting import FakeHosting  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.e2e

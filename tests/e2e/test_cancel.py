@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from azure_agent import Agent
-from conftest import ROOT
+from e2e_support import ROOT
 from grammar import parse_github_log
 from workspace_views import tree
 

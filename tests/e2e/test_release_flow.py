@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from conftest import CHECKOUT, ROOT, SETUP_PYTHON, ActRun, _act
+from e2e_support import CHECKOUT, ROOT, SETUP_PYTHON, ActRun, _act
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat
 
 from azure_agent import Agent
-from conftest import ROOT
+from e2e_support import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from e2e_support import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import git
+from release_support import git
 
 
 def only_line(result):

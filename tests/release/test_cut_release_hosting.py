@@ -9,7 +9,7 @@ import pytest
 import responses
 from responses import matchers
 
-from conftest import git
+from release_support import git
 
 API = "https://api.github.test"
 REPO = f"{API}/repos/acme/churn"

@@ -12,7 +12,7 @@ import requests
 from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat
 
-from conftest import client_for
+from workspace_support import client_for
 from stackci.workspace import FaultPlan, LocalWorkspace
 from stackci.workspace.faults import FaultInjector
 

@@ -18,7 +18,7 @@ import requests
 from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat
 
-from conftest import wait_run
+from workspace_support import wait_run
 
 SECRET_PARAM = "param-value-s3cr3t"
 LOGGED = "printed-by-the-task-0451"

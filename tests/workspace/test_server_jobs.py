@@ -6,7 +6,7 @@ import pytest
 from databricks.sdk import errors
 from databricks.sdk.service import jobs
 
-from conftest import py_task
+from workspace_support import py_task
 
 
 def _task(key="main", **kw):
@@ -156,7 +156,7 @@ def test_unknown_endpoint_and_method(api):
 def test_every_api_call_needs_a_token(ws):
     import requests
 
-    from conftest import client_for
+    from workspace_support import client_for
 
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
         resp = requests.get(f"{ws.url}/api/2.2/jobs/list", headers=headers, timeout=5)

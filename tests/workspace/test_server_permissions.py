@@ -7,7 +7,7 @@ import pytest
 from databricks.sdk import errors
 from databricks.sdk.service import catalog, iam, jobs, ml, workspace
 
-from conftest import client_for  # type: ignore[import-not-found]
+from workspace_support import client_for  # type: ignore[import-not-found]
 
 ME = "local-user@stackci.local"
 

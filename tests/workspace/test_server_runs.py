@@ -1,6 +1,6 @@
 """Jobs runs through databricks-sdk against the local workspace, with the scripted task runner.
 
-The scripted runner (see conftest) stands in for the process executor so that
+The scripted runner (see workspace_support.py) stands in for the process executor so that
 these tests exercise the orchestration: run-now/submit, run documents, outputs,
 run_if, conditions, retries, timeouts, cancellation, concurrency and listing.
 Real processes are covered by test_server_runs_real.py.
@@ -15,7 +15,7 @@ import pytest
 from databricks.sdk import errors
 from databricks.sdk.service import jobs
 
-from conftest import py_task, wait_run, wait_task_state
+from workspace_support import py_task, wait_run, wait_task_state
 
 MULTI_TASK_OUTPUT = ("Retrieving the output of runs with multiple tasks is not supported. "
                      "Please retrieve the output of each individual task run instead.")

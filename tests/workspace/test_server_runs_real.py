@@ -18,7 +18,7 @@ import pytest
 from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat
 
-from conftest import wait_run
+from workspace_support import wait_run
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "project"

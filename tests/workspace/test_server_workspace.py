@@ -462,7 +462,7 @@ def test_bad_bodies_are_databricks_shaped_400s(api, home):
 def test_state_survives_a_restart(tmp_path):
     from stackci.workspace import LocalWorkspace
 
-    from conftest import client_for
+    from workspace_support import client_for
 
     with LocalWorkspace(tmp_path / "persist") as server:
         w = client_for(server)

@@ -19,7 +19,7 @@ from databricks.sdk import errors
 from databricks.sdk.service import jobs
 from databricks.sdk.service.workspace import ImportFormat, Language
 
-from conftest import ScriptedRunner, client_for, py_task, wait_run
+from workspace_support import ScriptedRunner, client_for, py_task, wait_run
 from stackci.workspace import LocalWorkspace
 
 STACKCI = str(Path(sys.executable).with_name("stackci"))
