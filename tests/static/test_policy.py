@@ -182,3 +182,21 @@ def test_the_exec_rule_catches_a_missing_exec():
     assert _calls_without_exec('"$STACKCI_EXE" --version') == []
     assert sum(bool(_calls_without_exec(body)) for _p, body in _stackci_scripts()) == 0
     assert sum(bool(STACKCI_CALL.search(body)) for _p, body in _stackci_scripts()) == 14   # 7 blocks: the action and the template
+
+
+def _script_not_last(node) -> list[str]:
+    """Steps whose script key (bash/script/pwsh/powershell) is not their last key."""
+    found = []
+    for key, _body, step in _azure_steps(node):
+        if key in ("script", "bash", "pwsh", "powershell") and list(step)[-1] != key:
+            found.append(f"{key} step {step.get('name') or step.get('displayName') or '?'}")
+    return found
+
+
+@pytest.mark.parametrize("path", AZURE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_azure_script_is_the_last_key_of_its_step(path):
+    """The script body comes last, after env:, so that no line-based reader (a reviewer's eye, a
+    linter, a pre-stop check) takes an env: value holding an expression for part of the script."""
+    assert _script_not_last(yaml.safe_load(path.read_text(encoding="utf-8"))) == [], path.name
+    assert _script_not_last(yaml.safe_load("steps:\n- bash: echo hi\n  env:\n    X: ${{ parameters.x }}\n")) \
+        == ["bash step ?"]
