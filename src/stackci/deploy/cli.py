@@ -139,25 +139,33 @@ def _engine(app: App, loaded: Loaded, parallel: int, what: str):
                   progress=progress, warn=warn)
 
 
+#: step outputs of a plan: output name -> key of Plan.counts (summed over the targets)
+PLAN_OUTPUTS = (("to-create", "create"), ("to-update", "update"), ("to-replace", "replace"),
+                ("to-delete", "delete"), ("unchanged", "unchanged"), ("files-to-upload", "files_upload"),
+                ("files-to-delete", "files_delete"))
+
+
 def publish_plan(app: App, plan, output: str) -> None:
+    """One target's plan: its outputs, its summary, and the plan as text, JSON or Markdown."""
+    _publish(app, [plan], output)
+
+
+def _publish(app: App, plans: list, output: str) -> None:
     p = app.platform
-    c = plan.counts
-    p.set_output("to-create", c["create"])
-    p.set_output("to-update", c["update"])
-    p.set_output("to-replace", c["replace"])
-    p.set_output("to-delete", c["delete"])
-    p.set_output("unchanged", c["unchanged"])
-    p.set_output("files-to-upload", c["files_upload"])
-    p.set_output("files-to-delete", c["files_delete"])
-    p.set_output("has-changes", "true" if plan.has_changes else "false")
-    p.append_summary(plan.markdown())
+    for name, key in PLAN_OUTPUTS:
+        p.set_output(name, sum(plan.counts[key] for plan in plans))
+    p.set_output("has-changes", "true" if any(plan.has_changes for plan in plans) else "false")
+    for plan in plans:
+        p.append_summary(plan.markdown())
     if output == "json":
-        click.echo(plan.json_text())
+        click.echo(plans[0].json_text() if len(plans) == 1 else
+                   json.dumps({"plans": {plan.target: plan.to_json() for plan in plans}}, indent=2, default=str))
     elif output == "markdown":
-        click.echo(plan.markdown(), nl=False)
+        click.echo("\n".join(plan.markdown() for plan in plans), nl=False)
     else:
-        for line in plan.text().splitlines():
-            logger.info("%s", line)
+        for plan in plans:
+            for line in plan.text().splitlines():
+                logger.info("%s", line)
 
 
 # --------------------------------------------------------------------------- options
@@ -213,29 +221,7 @@ def unique_targets(targets) -> list:
 
 def publish_plans(app: App, plans: list, output: str) -> None:
     """Outputs summed over the targets plus ``plans`` (target → counts), the summary, the output."""
-    if len(plans) == 1:
-        publish_plan(app, plans[0], output)
-    else:
-        p = app.platform
-        total = {k: sum(plan.counts[k] for plan in plans) for k in plans[0].counts}
-        p.set_output("to-create", total["create"])
-        p.set_output("to-update", total["update"])
-        p.set_output("to-replace", total["replace"])
-        p.set_output("to-delete", total["delete"])
-        p.set_output("unchanged", total["unchanged"])
-        p.set_output("files-to-upload", total["files_upload"])
-        p.set_output("files-to-delete", total["files_delete"])
-        p.set_output("has-changes", "true" if any(plan.has_changes for plan in plans) else "false")
-        for plan in plans:
-            p.append_summary(plan.markdown())
-        if output == "json":
-            click.echo(json.dumps({"plans": {plan.target: plan.to_json() for plan in plans}}, indent=2, default=str))
-        elif output == "markdown":
-            click.echo("\n".join(plan.markdown() for plan in plans), nl=False)
-        else:
-            for plan in plans:
-                for line in plan.text().splitlines():
-                    logger.info("%s", line)
+    _publish(app, plans, output)
     app.platform.set_output("plans", json.dumps({plan.target: plan.counts for plan in plans}, sort_keys=True))
 
 
