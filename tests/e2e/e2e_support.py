@@ -134,8 +134,19 @@ def act_env(tmp_path_factory):
     # Install the toolkit once, as the action would; every workflow run below then reuses it.
     subprocess.run(["bash", str(lib / "scripts" / "install-toolkit.sh")], check=True, capture_output=True,
                    env={**os.environ, "STACKCI_TOOLKIT_DIR": str(toolkit)})
+    # act in host mode returns as soon as a failing step's process exits, before it has copied
+    # the last of that step's output from its pseudo-terminal (HostEnvironment.exec returns
+    # cmd.Run()'s error without waiting for the copy), so an `echo ::error ...; exit 2` step's
+    # annotation is sometimes lost. The GitHub runner reads a step's output to the end; this
+    # bash, first on act's PATH, gives act that time: a failing step's shell exits 0.3 s late.
+    shell = base / "runner-shell"
+    shell.mkdir()
+    real_bash = shutil.which("bash")
+    (shell / "bash").write_text(f"#!{real_bash}\n\"{real_bash}\" \"$@\"\nrc=$?\n"
+                                "if [ \"$rc\" -ne 0 ]; then sleep 0.3; fi\nexit \"$rc\"\n")
+    (shell / "bash").chmod(0o755)
     return {"base": base, "lib": lib, "stub": stub, "python_bin": project_python / "bin", "toolkit": toolkit,
-            "checkout": checkout}
+            "checkout": checkout, "shell": shell}
 
 
 @pytest.fixture
@@ -184,7 +195,8 @@ def run_workflow(act_env, tmp_path):
         if job:
             argv += ["-j", job]
         proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=600,
-                              env={k: v for k, v in os.environ.items()
-                                   if not k.startswith(("GITHUB_", "RUNNER_", "STACKCI_"))})
+                              env={**{k: v for k, v in os.environ.items()
+                                      if not k.startswith(("GITHUB_", "RUNNER_", "STACKCI_"))},
+                                   "PATH": f"{act_env['shell']}{os.pathsep}{os.environ.get('PATH', '')}"})
         return ActRun(proc.returncode, proc.stdout + proc.stderr, cache)
     return run

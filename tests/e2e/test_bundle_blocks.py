@@ -200,6 +200,7 @@ def test_cd_prod_deploys_only_from_a_release_branch(run_workflow, ws, w):
     prerelease = run_workflow(EXAMPLE, wf, event="workflow_dispatch", branch="release/v0.1.0-rc.1",
                               payload={"ref": "refs/heads/release/v0.1.0-rc.1", "inputs": {}}, **common)
     assert prerelease.code != 0 and not prerelease.job_succeeded
+    assert len(prerelease.annotations()) == 1, prerelease.log[-3000:]
     [error] = prerelease.annotations()
     assert error.data.startswith("this is a prerelease branch") and "not deployed to prod" in error.data
     assert "Main OWNER/stackci/actions/deploy@v1" not in prerelease.log
