@@ -180,12 +180,12 @@ engine_option = click.option(
          "0.218+ on PATH), for bundles with resources or keys stackci does not deploy.")
 
 
-def bundle_options(fn=None, *, several_targets: bool = False):
-    if fn is None:
-        return lambda f: bundle_options(f, several_targets=several_targets)
+def project_options(target_help: str = TARGET_HELP, several_targets: bool = False) -> list:
+    """The options that name a bundle, its target and its workspace (deploy, plan, destroy,
+    integration-test, ...)."""
     target = click.option("-t", "--target", "targets", multiple=True, envvar="STACKCI_TARGET", help=TARGETS_HELP) \
-        if several_targets else click.option("-t", "--target", envvar="STACKCI_TARGET", help=TARGET_HELP)
-    options = [
+        if several_targets else click.option("-t", "--target", envvar="STACKCI_TARGET", help=target_help)
+    return [
         target,
         click.option("--var", "variables", multiple=True, type=Line(), envvar="STACKCI_VAR", metavar="NAME=VALUE",
                      help="Set a bundle variable (highest precedence); repeatable. In the environment: one "
@@ -197,6 +197,14 @@ def bundle_options(fn=None, *, several_targets: bool = False):
         click.option("--host", "host_option", envvar="STACKCI_HOST",
                      help="Workspace URL [default: the target's workspace.host]."),
         click.option("--profile", envvar="STACKCI_PROFILE", help="~/.databrickscfg profile to authenticate with."),
+    ]
+
+
+def bundle_options(fn=None, *, several_targets: bool = False):
+    if fn is None:
+        return lambda f: bundle_options(f, several_targets=several_targets)
+    options = [
+        *project_options(several_targets=several_targets),
         click.option("--parallel", type=click.IntRange(1, 64), default=8, show_default=True,
                      envvar="STACKCI_PARALLEL", help="Workspace requests in flight at once (file uploads, lookups)."),
         engine_option,

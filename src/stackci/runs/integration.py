@@ -448,20 +448,10 @@ def gc(app: App, *, older_than: float | None, only: str | None, dry_run: bool, *
 
 # --------------------------------------------------------------------------- CLI
 def _bundle_options(fn):
-    options = [
-        click.option("-t", "--target", envvar="STACKCI_TARGET",
-                     help="Bundle target whose workspace hosts the copy [default: the bundle's default target]."),
-        click.option("--var", "variables", multiple=True, type=Line(), envvar="STACKCI_VAR", metavar="NAME=VALUE",
-                     help="Set a bundle variable; repeatable (env: one per line)."),
-        click.option("-p", "--project", type=click.Path(path_type=Path), default=".", show_default=True,
-                     envvar="STACKCI_PROJECT", help="Folder of the bundle (holding databricks.yml)."),
-        click.option("--user", "--current-user", "user", envvar="STACKCI_CURRENT_USER", metavar="USERNAME",
-                     help="The deploying identity's userName [default: asked from the workspace]."),
-        click.option("--host", "host_option", envvar="STACKCI_HOST",
-                     help="Workspace URL [default: the target's workspace.host]."),
-        click.option("--profile", envvar="STACKCI_PROFILE", help="~/.databrickscfg profile to authenticate with."),
-    ]
-    for option in reversed(options):
+    from ..deploy.cli import project_options
+
+    for option in reversed(project_options(
+            "Bundle target whose workspace hosts the copy [default: the bundle's default target].")):
         fn = option(fn)
     return fn
 
