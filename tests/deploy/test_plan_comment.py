@@ -226,7 +226,8 @@ def test_names_from_the_bundle_cannot_become_markup(plan, fake, gh_event, tmp_pa
     assert "evil.example" not in outside and "@octocat" not in outside and "<img" not in outside
 
 
-def test_a_huge_plan_stays_under_the_comment_limit(plan, fake, gh_event, tmp_path):
+def huge_bundle() -> dict:
+    """Two targets and 400 jobs with 180-character names: a plan far above the comment limit."""
     jobs = "".join(f"""
     job_{i:03d}:
       name: {'x' * 180}-{i:03d}
@@ -235,7 +236,11 @@ def test_a_huge_plan_stays_under_the_comment_limit(plan, fake, gh_event, tmp_pat
           spark_python_task:
             python_file: ../src/tool.py
 """ for i in range(400))
-    files = {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS, "resources/jobs.yml": "resources:\n  jobs:" + jobs}
+    return {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS, "resources/jobs.yml": "resources:\n  jobs:" + jobs}
+
+
+def test_a_huge_plan_stays_under_the_comment_limit(plan, fake, gh_event, tmp_path):
+    files = huge_bundle()
     for i in range(300):
         files[f"src/gen/{'d' * 60}/file_{i:03d}.py"] = "X = 1\n"
     root = write_bundle(tmp_path / "huge", files)
@@ -383,15 +388,7 @@ def test_azure_threads_merge_the_targets_too(plan, fake):
 
 
 def test_a_new_target_next_to_a_huge_section_still_fits(plan, fake, tmp_path):
-    jobs = "".join(f"""
-    job_{i:03d}:
-      name: {'x' * 180}-{i:03d}
-      tasks:
-        - task_key: t
-          spark_python_task:
-            python_file: ../src/tool.py
-""" for i in range(400))
-    files = {**SMALL_BUNDLE, "databricks.yml": TWO_TARGETS, "resources/jobs.yml": "resources:\n  jobs:" + jobs}
+    files = huge_bundle()
     root = write_bundle(tmp_path / "huge", files)
     env = fake.github_env(event(tmp_path, NEW))
     assert plan("-t", "staging", "--comment", root=root, extra_env=env).code == 0

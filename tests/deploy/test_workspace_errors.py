@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from deploy_support import SMALL_BUNDLE, USER, jobs_by_name, read_state, tree  # type: ignore[import-not-found]
+from deploy_support import USER, jobs_by_name, read_state, tree  # type: ignore[import-not-found]
 
 
 @pytest.fixture

@@ -200,3 +200,18 @@ def run_workflow(act_env, tmp_path):
                                    "PATH": f"{act_env['shell']}{os.pathsep}{os.environ.get('PATH', '')}"})
         return ActRun(proc.returncode, proc.stdout + proc.stderr, cache)
     return run
+
+
+def example_agent(act_env, build: Path, home: Path, project: Path, files=None, python_bin=None):
+    """An Azure agent stand-in for ``build`` (its Agent.BuildDirectory): the sources are a copy of
+    ``project`` with ``files`` written over it, and stackci is checked out next to them, where
+    install.yml puts it ($(Agent.BuildDirectory)/stackci)."""
+    from azure_agent import Agent
+
+    shutil.copytree(project, build / "s", ignore=shutil.ignore_patterns(".stackci", "__pycache__", ".pytest_cache"))
+    for rel, text in (files or {}).items():
+        (build / "s" / rel).write_text(text)
+    (build / "stackci").symlink_to(act_env["lib"], target_is_directory=True)
+    return Agent(build, {"stackci": act_env["lib"]},
+                 {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])},
+                 python_bin=python_bin)

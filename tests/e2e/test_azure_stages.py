@@ -5,7 +5,6 @@ workspace (OAuth M2M credentials mapped the way the example maps them)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path

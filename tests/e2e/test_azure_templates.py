@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from azure_agent import Agent, Unsupported
-from e2e_support import ROOT
+from e2e_support import ROOT, example_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -20,16 +19,8 @@ PIPELINE = ROOT / "examples" / "azure-pipelines" / "ci.yml"
 @pytest.fixture
 def agent_for(act_env, tmp_path):
     def make(files=None) -> Agent:
-        build = tmp_path / "agent"
-        shutil.copytree(EXAMPLE, build / "s", ignore=shutil.ignore_patterns(".stackci", "__pycache__",
-                                                                              ".pytest_cache"))
-        for rel, text in (files or {}).items():
-            (build / "s" / rel).write_text(text)
-        # install.yml checks stackci out to $(Agent.BuildDirectory)/stackci
-        (build / "stackci").symlink_to(act_env["lib"], target_is_directory=True)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
-               "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])}
-        return Agent(build, {"stackci": act_env["lib"]}, env, python_bin=act_env["python_bin"])
+        return example_agent(act_env, tmp_path / "agent", tmp_path / "home", EXAMPLE, files,
+                             python_bin=act_env["python_bin"])
     return make
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ import pytest
 from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
-from e2e_support import ROOT
+from e2e_support import ROOT, example_agent
 from hosting.fake_hosting import FakeHosting  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.e2e
@@ -265,7 +264,7 @@ def test_action_inputs_cannot_inject_commands_or_outputs(run_workflow, tmp_path)
     messages = [e.data for e in run.annotations()]
     assert "injected" not in messages
     # every word of targets was validated as a target name, none ran and * matched no file
-    for word in (f"$(touch", f"{marker}-1)", f"`touch", f"{marker}-2`", "*"):
+    for word in ("$(touch", f"{marker}-1)", "`touch", f"{marker}-2`", "*"):
         assert any(f"unknown target {word!r}" in m for m in messages), (word, messages)
     assert any(f"unknown target {inputs['quote']!r}" in m for m in messages), messages
 
@@ -278,15 +277,7 @@ def agent_for(act_env, tmp_path, ws):
     made = []
 
     def make(files=None, branch="main") -> Agent:
-        build = tmp_path / f"agent{len(made)}"
-        shutil.copytree(EXAMPLE, build / "s", ignore=shutil.ignore_patterns(".stackci", "__pycache__",
-                                                                              ".pytest_cache"))
-        for rel, text in (files or {}).items():
-            (build / "s" / rel).write_text(text)
-        (build / "stackci").symlink_to(act_env["lib"], target_is_directory=True)
-        agent = Agent(build, {"stackci": act_env["lib"]},
-                      {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
-                       "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])})
+        agent = example_agent(act_env, tmp_path / f"agent{len(made)}", tmp_path / "home", EXAMPLE, files)
         agent.variables.update({"databricksToken": ws.token, "Build.SourceBranch": f"refs/heads/{branch}",
                                 "Build.SourceVersion": "0" * 40, "Build.Reason": "IndividualCI"})
         agent.secret_variables.add("databricksToken")

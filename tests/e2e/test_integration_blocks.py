@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from databricks.sdk.errors import NotFound
 
 from azure_agent import Agent
-from e2e_support import ROOT
+from e2e_support import ROOT, example_agent
 from hosting.fake_hosting import FakeHosting  # type: ignore[import-not-found]
 
 pytestmark = pytest.mark.e2e
@@ -106,15 +105,7 @@ def test_pull_request_workflow(run_workflow, ws, w, failing):
 @pytest.fixture
 def agent_for(act_env, tmp_path, ws):
     def make(files=None) -> Agent:
-        build = tmp_path / "agent"
-        shutil.copytree(EXAMPLE, build / "s", ignore=shutil.ignore_patterns(".stackci", "__pycache__",
-                                                                              ".pytest_cache"))
-        for rel, text in (files or {}).items():
-            (build / "s" / rel).write_text(text)
-        (build / "stackci").symlink_to(act_env["lib"], target_is_directory=True)
-        agent = Agent(build, {"stackci": act_env["lib"]},
-                      {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
-                       "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])})
+        agent = example_agent(act_env, tmp_path / "agent", tmp_path / "home", EXAMPLE, files)
         # what the agent sets for a pull-request build (job attempt 1)
         agent.variables.update({"databricksToken": ws.token, "Build.BuildId": "314", "System.JobAttempt": "1",
                                 "System.PullRequest.PullRequestId": "12",

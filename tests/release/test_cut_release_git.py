@@ -88,7 +88,7 @@ def test_rerun_at_the_same_commit_is_success_and_pushes_nothing_new(release, rep
 
 def test_rerun_finishes_a_release_whose_tag_push_was_missing(release, repo):
     repo.commit("feat: x")
-    repo.push(f"HEAD:refs/heads/release/v0.1.0", "HEAD:refs/heads/main")
+    repo.push("HEAD:refs/heads/release/v0.1.0", "HEAD:refs/heads/main")
     result = release("--version", "0.1.0")
     assert result.code == 0, result.stdout + result.stderr
     assert repo.remote_refs()["refs/tags/v0.1.0"] == repo.head()

@@ -145,7 +145,7 @@ def summary_text(bundle: Bundle, sync_count: int, host: str | None = None) -> st
     if bundle.deferred:
         lines.append(f"References resolved at deploy time: {len(bundle.deferred)}")
         lines += [f"  {d.where}: {d.text}" for d in bundle.deferred]
-    lines.append(f"Validation OK" + (f", {len(bundle.warnings)} warning(s)" if bundle.warnings else ""))
+    lines.append("Validation OK" + (f", {len(bundle.warnings)} warning(s)" if bundle.warnings else ""))
     return "\n".join(lines)
 
 

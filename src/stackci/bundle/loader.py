@@ -166,7 +166,7 @@ def merge_include(root: Node, other: Node, other_file: Path) -> None:
     """Merge an included file into the root tree; the same resource twice is an error."""
     inc = other.get("include")
     if inc is not None:
-        raise error(inc.key_loc or inc.loc, f"'include' is only allowed in the root configuration file",
+        raise error(inc.key_loc or inc.loc, "'include' is only allowed in the root configuration file",
                     hint="move the include patterns to databricks.yml")
     resources = other.get("resources")
     if resources is not None and resources.is_map and root.get("resources") is not None \

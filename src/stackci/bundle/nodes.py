@@ -217,7 +217,7 @@ def _convert_node(node: yaml.Node, file: str, shown: str, active: set[int], text
                               hint="fix the value or remove the tag", file=shown, line=loc.line)
         return Node(float(typed) if tag.endswith("float") else typed, loc)
     if id(node) in active:
-        raise ConfigError(f"a YAML alias refers to itself",
+        raise ConfigError("a YAML alias refers to itself",
                           hint="remove the recursive alias", file=shown, line=loc.line)
     active.add(id(node))
     try:
@@ -233,13 +233,13 @@ def _convert_node(node: yaml.Node, file: str, shown: str, active: set[int], text
                 for source in sources:
                     converted = _convert(source, file, shown, active, text)
                     if not converted.is_map:
-                        raise ConfigError(f"'<<' merges mappings only",
+                        raise ConfigError("'<<' merges mappings only",
                                           hint="point '<<' at an anchored mapping", file=shown, line=key_loc.line)
                     for k, v in converted.value.items():
                         merged.setdefault(k, v)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                raise ConfigError(f"mapping keys must be plain strings",
+                raise ConfigError("mapping keys must be plain strings",
                                   hint="write the key as a string", file=shown, line=key_loc.line)
             key = key_node.value
             if key in out:
@@ -295,7 +295,7 @@ def load_file(path: Path, shown: str) -> Node:
     if root.value is None:
         return Node({}, root.loc)
     if not root.is_map:
-        raise ConfigError(f"the file must hold a mapping (keys like 'bundle:', "
+        raise ConfigError("the file must hold a mapping (keys like 'bundle:', "
                           "'resources:')", hint="make the top level of the file a YAML mapping",
                           file=shown, line=root.loc.line)
     return root
