@@ -15,7 +15,7 @@ import pytest
 from databricks.sdk import errors
 from databricks.sdk.service import jobs
 
-from workspace_support import py_task, wait_run, wait_task_state
+from workspace_support import py_task, raw_calls, wait_run, wait_task_state
 
 MULTI_TASK_OUTPUT = ("Retrieving the output of runs with multiple tasks is not supported. "
                      "Please retrieve the output of each individual task run instead.")
@@ -619,17 +619,9 @@ def test_many_pollers_see_consistent_documents(scripted):
 
 @pytest.fixture
 def ws_api(scripted):
-    import requests
-
-    server = scripted[0]
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {server.token}"
-
-    def call(method, path, **kwargs):
-        return session.request(method, server.url + path, timeout=10, **kwargs)
-
+    call, close = raw_calls(scripted[0])
     yield call
-    session.close()
+    close()
 
 
 def test_cancel_all_queued_runs(scripted):

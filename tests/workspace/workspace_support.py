@@ -34,17 +34,22 @@ def w(ws):
     return client_for(ws)
 
 
-@pytest.fixture
-def api(ws):
-    """Raw HTTP calls with the server's token, for shapes the SDK hides."""
+def raw_calls(server):
+    """Raw HTTP calls to ``server`` with its token, for shapes the SDK hides: (call, close)."""
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {ws.token}"
+    session.headers["Authorization"] = f"Bearer {server.token}"
 
     def call(method, path, **kwargs):
-        return session.request(method, ws.url + path, timeout=10, **kwargs)
+        return session.request(method, server.url + path, timeout=10, **kwargs)
 
+    return call, session.close
+
+
+@pytest.fixture
+def api(ws):
+    call, close = raw_calls(ws)
     yield call
-    session.close()
+    close()
 
 
 def wait_run(w, run_id, timeout=30.0, states=("TERMINATED", "SKIPPED", "INTERNAL_ERROR")):
