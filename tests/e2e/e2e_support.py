@@ -38,6 +38,20 @@ def _git(cwd: Path, *args: str) -> None:
                    check=True, capture_output=True)
 
 
+def _commit_all(repo: Path, message: str) -> None:
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+
+
+def _stand_in(folder: Path, action_yml: str) -> Path:
+    """A local repository holding one action.yml, for act's --local-repository."""
+    folder.mkdir()
+    (folder / "action.yml").write_text(action_yml)
+    _commit_all(folder, "stand-in")
+    return folder
+
+
 def _copy_checkout(dest: Path) -> None:
     """This checkout's tracked and new files (no venvs, caches or build output)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
@@ -92,26 +106,19 @@ def act_env(tmp_path_factory):
     lib = base / "stackci"
     lib.mkdir()
     _copy_checkout(lib)
-    _git(lib, "init", "-q")
-    _git(lib, "add", "-A")
-    _git(lib, "commit", "-qm", "stackci under test")
-    stub = base / "setup-python"
-    stub.mkdir()
-    (stub / "action.yml").write_text(
+    _commit_all(lib, "stackci under test")
+    stub = _stand_in(
+        base / "setup-python",
         "name: setup-python stand-in\n"
         "description: Puts the test's project interpreter first on PATH, as actions/setup-python would.\n"
         "inputs:\n  python-version:\n    description: ignored\n    required: false\n"
         "runs:\n  using: composite\n  steps:\n"
         "    - shell: bash\n      run: echo \"$STACKCI_TEST_PYTHON_BIN\" >> \"$GITHUB_PATH\"\n")
-    _git(stub, "init", "-q")
-    _git(stub, "add", "-A")
-    _git(stub, "commit", "-qm", "stub")
     # act copies the repository itself for an actions/checkout step without `ref:`; a step with
     # one (cd-prod.yml) would be fetched from github.com, so it gets this stand-in: a clone of the
     # test's repository with `ref` checked out, as actions/checkout would leave it.
-    checkout = base / "checkout"
-    checkout.mkdir()
-    (checkout / "action.yml").write_text(
+    checkout = _stand_in(
+        base / "checkout",
         "name: checkout stand-in\n"
         "description: Clones the test's repository into the workspace and checks out ref.\n"
         "inputs:\n"
@@ -124,9 +131,6 @@ def act_env(tmp_path_factory):
         "      run: |\n"
         "        git clone -q \"$STACKCI_TEST_REPO\" .\n"
         "        if [ -n \"$REF\" ]; then git checkout -q \"${REF#refs/heads/}\"; fi\n")
-    _git(checkout, "init", "-q")
-    _git(checkout, "add", "-A")
-    _git(checkout, "commit", "-qm", "stub")
     # The user's interpreter: a fresh venv with pip only; the action installs the project's requirements.
     project_python = base / "project-python"
     venv.EnvBuilder(with_pip=True).create(project_python)
@@ -212,6 +216,5 @@ def example_agent(act_env, build: Path, home: Path, project: Path, files=None, p
     for rel, text in (files or {}).items():
         (build / "s" / rel).write_text(text)
     (build / "stackci").symlink_to(act_env["lib"], target_is_directory=True)
-    return Agent(build, {"stackci": act_env["lib"]},
-                 {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])},
-                 python_bin=python_bin)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "STACKCI_TOOLKIT_DIR": str(act_env["toolkit"])}
+    return Agent(build, {"stackci": act_env["lib"]}, env, python_bin=python_bin)
