@@ -154,9 +154,10 @@ class JobsService:
         if self.orchestrator is not None:
             for run_id in self._active_run_ids(job_id):
                 self.orchestrator.cancel(run_id)
-        self.store.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
-        if self.permissions is not None:
-            self.permissions.forget("jobs", job_id)
+        with self.store.transaction():
+            self.store.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+            if self.permissions is not None:
+                self.permissions.forget("jobs", job_id)
         return {}
 
     def _page(self, table: str, key: str, where: list, args: list, limit: int, offset: int,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import ipaddress
 import json
 import time
 from typing import Iterable
@@ -110,12 +109,11 @@ def _table(heads: Iterable[str], rows: list[list[str]], marked: set[int] = froze
 
 
 def _is_loopback_name(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    """A Host header naming this machine: what the server binds to, ``[::1]``, or ``*.localhost``."""
+    from stackci.workspace.server import is_loopback
+
+    host = host.strip("[]")
+    return host.endswith(".localhost") or is_loopback(host)
 
 
 def _host_name(header: str) -> str:
@@ -251,17 +249,10 @@ class Pages:
             return denied
         job_id, run_id = int(req.match["job_id"]), int(req.match["run_id"])
         try:
-            parent = self.ws.jobs.load_run(run_id)
-            task_run = None
+            parent, task = self.ws.jobs._resolve(run_id)
         except ApiError:
-            rows = self.ws.store.query("SELECT parent_run_id FROM task_runs WHERE run_id = ?", (run_id,))
-            if not rows:
-                return self._missing(f"Run {run_id}")
-            try:
-                parent = self.ws.jobs.load_run(rows[0][0])
-            except ApiError:
-                return self._missing(f"Run {run_id}")
-            task_run = run_id
+            return self._missing(f"Run {run_id}")
+        task_run = run_id if task is not None else None
         if int(parent["job_id"]) != job_id:
             return self._missing(f"Run {run_id} of job {job_id}")
         now = int(time.time() * 1000)

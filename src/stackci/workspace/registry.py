@@ -18,7 +18,8 @@ import re
 import uuid
 
 from stackci.workspace.api import ApiError, Request, invalid, not_found, typed
-from stackci.workspace.jobs import decode_token, encode_token
+from stackci.workspace.models import _offset, _page, _parse_filter, malformed_field
+from stackci.workspace.models import _tags as experiment_tags
 from stackci.workspace.store import Store, now_ms
 
 _BAD_NAME = re.compile(r"[/.:]")
@@ -32,8 +33,7 @@ def _name(value, field: str = "name") -> str:
     if value in (None, ""):
         raise invalid(f"Missing required field: {field}")
     if not isinstance(value, str):
-        raise ApiError(400, "MALFORMED_REQUEST",
-                       f"Invalid JSON given in the body of the request - expected a string for field '{field}'")
+        raise malformed_field(field, "a string")
     if _BAD_NAME.search(value) or not value.strip() or len(value) > 256:
         raise invalid(f"Invalid name '{value}'. A workspace registered model name must be a non-empty UTF-8 string "
                       "and cannot contain forward slashes(/), periods(.), or colons(:).")
@@ -44,16 +44,8 @@ def _tags(raw) -> list[dict]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise ApiError(400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request - expected an array "
-                                                 "for field 'tags'")
-    out: dict[str, str] = {}
-    for i, tag in enumerate(raw):
-        if not isinstance(tag, dict):
-            raise ApiError(400, "MALFORMED_REQUEST", f"Invalid JSON given in the body of the request - expected an "
-                                                     f"object for field 'tags[{i}]'")
-        key = typed(tag, "key", str, required=True, where=f"tags[{i}].")
-        out[key] = typed(tag, "value", str, default="", where=f"tags[{i}].")
-    return [{"key": k, "value": v} for k, v in out.items()]
+        raise malformed_field("tags", "an array")
+    return experiment_tags(raw)
 
 
 class WorkspaceModels:
@@ -161,8 +153,9 @@ class WorkspaceModels:
         return {}
 
     def delete_tag(self, req: Request) -> dict:
-        name = _name(req.arg("name"))
-        key = req.arg("key", required=True)
+        body = req.json() if req.body.strip() else {}
+        name = _name(req.arg("name") or body.get("name"))
+        key = req.arg("key") or typed(body, "key", str, required=True)
         with self.store.transaction():
             doc = self._load(name)
             doc["tags"] = [t for t in doc.get("tags", []) if t["key"] != key]
@@ -170,31 +163,13 @@ class WorkspaceModels:
         return {}
 
     def search(self, req: Request) -> dict:
-        """``search`` (``filter`` of the form ``name = 'x'`` or ``name LIKE 'x%'``) and ``list``."""
+        """``search`` (MLflow filters on ``name`` and ``tags.<key>``) and ``list``."""
         limit = req.int_arg("max_results", default=100)
         if not 1 <= limit <= 1000:
             raise invalid(f"Invalid value {limit} for parameter 'max_results': it must be between 1 and 1000")
         flt = (req.arg("filter") or "").strip() if req.path.endswith("/search") else ""
+        conditions = _parse_filter(flt) if flt else []
+        offset = _offset(req.arg("page_token"))
         docs = [json.loads(r[0]) for r in self.store.query("SELECT doc FROM workspace_models ORDER BY name")]
-        if flt:
-            m = re.fullmatch(r"name\s*(=|I?LIKE)\s*'((?:[^']|'')*)'", flt, re.IGNORECASE)
-            if m is None:
-                raise invalid(f"Invalid filter {flt!r}: the local workspace supports name = '...' and "
-                              "name LIKE '...'")
-            value = m.group(2).replace("''", "'")
-            if m.group(1) == "=":
-                docs = [d for d in docs if d["name"] == value]
-            else:
-                pattern = re.compile("^" + "".join(".*" if c == "%" else "." if c == "_" else re.escape(c)
-                                                   for c in value) + "$",
-                                     re.IGNORECASE if m.group(1).upper() == "ILIKE" else 0)
-                docs = [d for d in docs if pattern.match(d["name"])]
-        token = req.arg("page_token")
-        offset = decode_token(token).get("offset", 0) if token else 0
-        page = docs[offset: offset + limit]
-        out: dict = {}
-        if page:
-            out["registered_models"] = [self._view(d) for d in page]
-        if offset + limit < len(docs):
-            out["next_page_token"] = encode_token({"offset": offset + limit})
-        return out
+        docs = [self._view(d) for d in docs if all(test(d) for test in conditions)]
+        return _page(docs, offset, limit, "registered_models")
