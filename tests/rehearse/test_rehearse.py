@@ -245,3 +245,23 @@ def test_a_task_that_needs_spark_is_not_blamed_on_the_project(rehearse, broken_c
     assert "a task needs Spark, which the local workspace does not have" in last
     assert "so this says nothing about the pull request's integration-test check in CI" in last
     assert "would fail the same way" not in last
+
+
+def test_an_unexpected_error_in_a_stage_fails_that_stage(rehearse, tmp_path):
+    # a stage that breaks with something no block reports (here an OSError raised by cut-release,
+    # as a full disk would): that stage fails, the rest do not run, the report never says passed
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(
+        "from stackci.rehearse import flow\n"
+        "def cut_release(self, stage):\n"
+        "    raise OSError(28, 'No space left on device')\n"
+        "flow.Rehearsal.cut_release = cut_release\n")
+    run = rehearse(keep=False, env={"PYTHONPATH": str(inject)})
+    assert run.code == 1, run.stderr[-3000:]
+    assert run.report["result"] == "failed" and run.report["failed_stage"] == "cut-release"
+    assert [run.results()[k] for k in STAGES[4:]] == ["passed", "failed", "not run", "not run"]
+    assert run.stage("cut-release")["message"] == "unexpected OSError: [Errno 28] No space left on device"
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stackci: failed: rehearsal failed at stage 5/7 (cut release): unexpected OSError")
+    assert "Traceback" not in run.stderr and "passed" not in run.stderr.splitlines()[-1]

@@ -193,6 +193,10 @@ def command(ctx: click.Context, project, python, requirements, cache_dir, test_t
             except KeyboardInterrupt:
                 interrupted = True
                 failed = next((s for s in rehearsal.stages if s.result == flow.INTERRUPTED), None)
+            except BaseException:
+                # outside any stage: the report must not say passed (the error itself follows)
+                failed = next((s for s in rehearsal.stages if s.result != flow.PASSED), rehearsal.stages[-1])
+                raise
             finally:
                 # the workspace's serve loop takes up to a tenth of a second to notice a stop: the
                 # report is printed and the checkouts are removed meanwhile

@@ -386,6 +386,10 @@ class Rehearsal:
             except KeyboardInterrupt:
                 stage.result, stage.message = INTERRUPTED, "interrupted"
                 raise
+            except Exception as exc:  # not a block's verdict (an OSError of git, a bug): still this stage's failure
+                logger.debug("stage %s failed", key, exc_info=True)
+                text = " ".join(str(exc).split())[:300]
+                stage.result, stage.message = FAILED, f"unexpected {type(exc).__name__}" + (f": {text}" if text else "")
             finally:
                 stage.duration = self.app.clock() - started
             self.progress.say(f"stage {number}/{total}: {stage.title} {stage.result} in {md.seconds(stage.duration)}"
