@@ -242,3 +242,21 @@ def test_a_var_value_with_spaces_stays_one_argument(run_cli, with_pipelines, cli
     assert result.code == 0, result.stderr
     [call] = [c for c in calls() if c["argv"] != ["version"]]
     assert call["argv"] == ["bundle", "deploy", "-t", "staging", "--var=greeting=hello big world", "--var=other=2"]
+
+
+def test_a_production_target_declared_in_an_included_file_is_guarded(run_cli, cli_bin, tmp_path):
+    # databricks bundle destroy picks the default target of the merged configuration: the guard
+    # reads that same merge, includes and all
+    path_env, calls = cli_bin
+    root = write_bundle(tmp_path / "included", {
+        "databricks.yml": "bundle: {name: inc}\ninclude:\n  - targets/*.yml\n",
+        "targets/prod.yml": "targets:\n  prod:\n    default: true\n    mode: production\n"
+                            "    workspace: {host: https://adb-1.azuredatabricks.net, root_path: /Shared/inc}\n"})
+    for argv in (["destroy"], ["destroy", "-t", "prod"]):
+        out = run_cli([*argv, "--project", str(root), "--engine", "cli"], env=path_env, platform="local")
+        assert out.code == 2, (argv, out.stderr)
+        assert "refusing to destroy target 'prod': it is 'mode: production'" in out.stderr, out.stderr
+    assert sent(calls) == []
+    assert run_cli(["destroy", "-t", "prod", "--auto-approve", "--project", str(root), "--engine", "cli"],
+                   env=path_env).code == 0
+    assert sent(calls)[-1][:4] == ["bundle", "destroy", "-t", "prod"]

@@ -265,3 +265,12 @@ def test_an_unexpected_error_in_a_stage_fails_that_stage(rehearse, tmp_path):
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("error: stackci: failed: rehearsal failed at stage 5/7 (cut release): unexpected OSError")
     assert "Traceback" not in run.stderr and "passed" not in run.stderr.splitlines()[-1]
+
+
+def test_the_older_environments_key_names_the_targets_too(rehearse, broken_copy):
+    # 'environments:' is what bundles called their targets at first; validate and deploy take it
+    run = rehearse(project=broken_copy({"databricks.yml": lambda text: text.replace("\ntargets:\n",
+                                                                                    "\nenvironments:\n")}),
+                   keep=False)
+    assert run.code == 0, run.stderr[-3000:]
+    assert run.report["result"] == "passed"

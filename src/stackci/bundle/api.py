@@ -11,10 +11,10 @@ from ..errors import ConfigError
 from . import git as gitinfo
 from . import schema
 from .interpolate import DEFERRED_PREFIXES, Resolver
-from .loader import (apply_target, check_bundle_name, error, expand_includes, find_root, merge, merge_include,
-                     normalise_keyed_lists, parse_var_options, resolve_variables, select_target)
+from .loader import (apply_target, check_bundle_name, error, find_root, merge, normalise_keyed_lists,
+                     parse_var_options, read_tree, resolve_variables, select_target)
 from .model import Bundle, CurrentUser, Deferred, Diagnostic, Resource, SyncFile, UserUnknown
-from .nodes import Location, Node, from_plain, load_file, to_plain, walk
+from .nodes import Location, Node, from_plain, to_plain, walk
 from . import refs
 from .sync import list_files
 from .transform import (PathTranslator, apply_mode_defaults, apply_presets, check_development, check_production)
@@ -63,14 +63,7 @@ def load_bundle(root: str | os.PathLike = ".", target: str | None = None,
     config_file = config_file.resolve()
     raw_warnings: list[schema.Warning_] = []
 
-    tree = load_file(config_file, str(config_file))
-    schema.check(tree, schema.ROOT, (), raw_warnings)
-    files = [config_file]
-    for extra in expand_includes(root_dir, config_file, tree):
-        other = load_file(extra, str(extra))
-        schema.check(other, schema.ROOT, (), raw_warnings)
-        merge_include(tree, other, extra)
-        files.append(extra)
+    tree, files = read_tree(root_dir, config_file, lambda node: schema.check(node, schema.ROOT, (), raw_warnings))
     name = check_bundle_name(tree, config_file)
     target_name, target_node, targets = select_target(tree, target, Location(str(config_file), 1))
     merged = apply_target(tree, target_name, target_node)

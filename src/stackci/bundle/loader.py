@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import ConfigError
 from . import schema
-from .nodes import Location, Node, from_plain
+from .nodes import Location, Node, from_plain, load_file
 from .refs import has_reference
 
 ROOT_FILES = ("databricks.yml", "databricks.yaml", "bundle.yml", "bundle.yaml")
@@ -185,11 +185,34 @@ def merge_include(root: Node, other: Node, other_file: Path) -> None:
     root.value = merged.value
 
 
+def read_tree(root: Path, config_file: Path,
+              check: Callable[[Node], None] | None = None) -> tuple[Node, list[Path]]:
+    """The root configuration with every included file merged in, and the files read (root first);
+    ``check`` sees each file as it was read."""
+    tree = load_file(config_file, str(config_file))
+    files = [config_file]
+    if check is not None:
+        check(tree)
+    for extra in expand_includes(root, config_file, tree):
+        other = load_file(extra, str(extra))
+        if check is not None:
+            check(other)
+        merge_include(tree, other, extra)
+        files.append(extra)
+    return tree, files
+
+
 # --------------------------------------------------------------------------- targets
-def select_target(tree: Node, requested: str | None, file_loc: Location) -> tuple[str, Node | None, list[str]]:
+def targets_node(tree: Node) -> Node | None:
+    """The ``targets`` mapping (or the older ``environments``), None when there is none."""
     targets = tree.get("targets")
     if targets is None or targets.value is None:
         targets = tree.get("environments")
+    return targets if targets is not None and targets.value is not None else None
+
+
+def select_target(tree: Node, requested: str | None, file_loc: Location) -> tuple[str, Node | None, list[str]]:
+    targets = targets_node(tree)
     if targets is None or targets.value is None or not targets.value:
         if requested and requested != "default":
             raise error(file_loc, f"unknown target {requested!r}: the bundle declares no targets",

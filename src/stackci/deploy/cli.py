@@ -416,18 +416,17 @@ def _delegate_deploy(app: App, target, variables, project, host_option, profile,
                            fail_on_active_runs=fail_on_active_runs))
 
 
-def target_mode(project: Path, target: str | None) -> str | None:
-    """The ``mode`` of the target ``databricks bundle`` would pick (read from the YAML only: no variables,
-    no workspace), for the production guard of ``destroy --engine cli``."""
-    from ..bundle.loader import expand_includes, find_root, select_target
-    from ..bundle.nodes import Location, load_file
+def target_mode(project: Path, target: str | None) -> tuple[str, str | None]:
+    """The target ``databricks bundle`` would pick and its ``mode`` (read from the YAML and its includes
+    only: no variables, no workspace), for the production guard of ``destroy --engine cli``."""
+    from ..bundle.loader import find_root, read_tree, select_target
+    from ..bundle.nodes import Location
 
     root, config = find_root(Path(project))
-    tree = load_file(config, str(config))
-    expand_includes(root.resolve(), config.resolve(), tree)
-    _name, node, _all = select_target(tree, target, Location(str(config), 1))
+    tree, _files = read_tree(root.resolve(), config.resolve())
+    name, node, _all = select_target(tree, target, Location(str(config), 1))
     mode = node.get("mode") if node is not None and node.is_map else None
-    return mode.value if mode is not None and isinstance(mode.value, str) else None
+    return name, mode.value if mode is not None and isinstance(mode.value, str) else None
 
 
 def confirm_destroy(app: App, target: str, mode: str | None, auto_approve: bool, what: str) -> None:
@@ -472,7 +471,7 @@ def destroy_command(app: App, target, variables, project, user, host_option, pro
         from .databricks_cli import Delegate, arguments, check_flags
 
         check_flags("destroy", **{"--dry-run": dry_run})
-        confirm_destroy(app, target or "(default)", target_mode(project, target), auto_approve,
+        confirm_destroy(app, *target_mode(project, target), auto_approve,
                         "everything 'databricks bundle destroy' removes")
         Delegate(app, "destroy", project, host_option).run(
             arguments("destroy", target=target, variables=variables, profile=profile, force_lock=force_lock))

@@ -30,16 +30,13 @@ class Facts:
 def bundle_facts(project: Path) -> Facts:
     """The bundle's name, targets and job keys; a configuration that cannot be read is the validate
     stage's to report."""
-    from ..bundle.loader import check_bundle_name, expand_includes, find_root, merge_include
-    from ..bundle.nodes import load_file
+    from ..bundle.loader import check_bundle_name, find_root, read_tree, targets_node
 
     try:
         root, config = find_root(project)
-        tree = load_file(config, str(config))
-        for extra in expand_includes(root, config, tree):
-            merge_include(tree, load_file(extra, str(extra)), extra)
+        tree, _files = read_tree(root, config)
         name = check_bundle_name(tree, config)
-        targets = tree.get("targets")
+        targets = targets_node(tree)
         scopes = [tree] + ([t for t in targets.value.values() if t.is_map]
                            if targets is not None and targets.is_map else [])
         jobs = set()
