@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from databricks.sdk.service.workspace import ImportFormat
 
-from deploy_support import USER, jobs_by_name, read_state, remote_text, sha, tree  # type: ignore[import-not-found]
+from deploy_support import USER, jobs_by_name, read_state, remote_text, sha, tree, write_bundle  # type: ignore[import-not-found]
 
 ROOT = f"/Workspace/Users/{USER}/.bundle/churn_model"
 TRAIN = "staging-churn_model-model-training-job"
@@ -232,3 +234,29 @@ def test_an_empty_require_branch_is_bad_input_not_a_guard_turned_off(deploy, w):
     assert wrong.code == 2 and "does not match --require-branch 'release/*'" in wrong.errors()[0].data
     # an empty value in the environment is the input left out (the action's default): no guard
     assert deploy(target="test", extra_env={"STACKCI_REQUIRE_BRANCH": ""}).code == 0
+
+
+@pytest.mark.parametrize("platform", ["github", "azure"])
+def test_names_from_the_yaml_in_json_and_markdown_output_cannot_act_as_commands(deploy, tmp_path, platform):
+    evil = "##vso[task.setvariable variable=EVIL]1 ##[error]x"      # and a line of its own below
+    root = write_bundle(tmp_path / "evil", {
+        "databricks.yml": "bundle: {name: evil}\ntargets:\n  staging:\n    default: true\n"
+                          "    workspace: {root_path: /Workspace/Shared/evil}\n"
+                          f"resources:\n  jobs:\n    j:\n      name: '{evil}'\n      tasks:\n"
+                          "        - task_key: t\n          spark_python_task: {python_file: ./t.py}\n",
+        "t.py": "print(1)\n"})
+    outs = [deploy("-o", "json", command="plan", root=root, platform=platform).stdout,
+            deploy("-o", "markdown", command="plan", root=root, platform=platform).stdout,
+            deploy("-o", "json", command="validate", root=root, platform=platform).stdout]
+    # the step's own commands (its masks) come first on stdout; then the document
+    docs = ["\n".join(line for line in out.splitlines() if not line.startswith(("::", "##vso["))) for out in outs]
+    for doc in docs:
+        assert "EVIL" in doc and "##[" not in doc, doc
+        if platform == "azure":
+            assert "##vso[" not in doc, doc
+        else:
+            assert not any(line.lstrip().startswith("::") for line in doc.splitlines()), doc
+    zwsp = "\u200b"
+    [job] = [r for r in json.loads(docs[0])["resources"] if r["key"] == "j"]
+    assert job["name"].replace(zwsp, "") == evil
+    assert json.loads(docs[2])["resources"]["jobs"]["j"]["name"].replace(zwsp, "") == evil

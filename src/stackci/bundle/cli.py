@@ -246,7 +246,7 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
     if output == "json":
         data = bundle.to_json()
         data["sync"] = {"count": len(files), "files": sorted(files)}
-        click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+        click.echo(app.platform.neutralise(json.dumps(data, indent=2, sort_keys=False, default=str)))
     else:
         for line in summary_text(bundle, len(files), host).splitlines():
             logger.info("%s", line)

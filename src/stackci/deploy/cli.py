@@ -157,11 +157,13 @@ def _publish(app: App, plans: list, output: str) -> None:
     p.set_output("has-changes", "true" if any(plan.has_changes for plan in plans) else "false")
     for plan in plans:
         p.append_summary(plan.markdown())
+    # names and paths come from the bundle's YAML: printed inert, like every other text from outside
     if output == "json":
-        click.echo(plans[0].json_text() if len(plans) == 1 else
-                   json.dumps({"plans": {plan.target: plan.to_json() for plan in plans}}, indent=2, default=str))
+        click.echo(p.neutralise(plans[0].json_text() if len(plans) == 1 else
+                                json.dumps({"plans": {plan.target: plan.to_json() for plan in plans}}, indent=2,
+                                           default=str)))
     elif output == "markdown":
-        click.echo("\n".join(plan.markdown() for plan in plans), nl=False)
+        click.echo(p.neutralise("\n".join(plan.markdown() for plan in plans)), nl=False)
     else:
         for plan in plans:
             for line in plan.text().splitlines():

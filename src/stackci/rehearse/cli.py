@@ -264,8 +264,8 @@ def report(app: App, rehearsal, name: str, failed, interrupted: bool, url: str, 
     p.append_summary(flow.summary_markdown(f"### {icon} {title}", stages,
                                            [f"Local workspace: {url}"] if url else []))
     if output == "json":
-        click.echo(json.dumps(redacted({"bundle": name, "project": str(rehearsal.opts.project), "result": result,
-                                        "failed_stage": failed.key if failed is not None else None,
-                                        "workspace_url": url,
-                                        "work_dir": str(rehearsal.box.base) if rehearsal.opts.keep else None,
-                                        "stages": [s.as_json() for s in stages]}, p.redact), indent=2))
+        doc = {"bundle": name, "project": str(rehearsal.opts.project), "result": result,
+               "failed_stage": failed.key if failed is not None else None, "workspace_url": url,
+               "work_dir": str(rehearsal.box.base) if rehearsal.opts.keep else None,
+               "stages": [s.as_json() for s in stages]}
+        click.echo(p.neutralise(json.dumps(redacted(doc, p.redact), indent=2)))
