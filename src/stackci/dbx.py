@@ -91,12 +91,12 @@ def reach(host: str, *, budget: float = REACH_SECONDS, sleep=time.sleep, clock=t
             requests.get(url, timeout=REACH_TIMEOUT, allow_redirects=False).close()
             return
         except requests.exceptions.SSLError as exc:
-            raise ConfigError(f"cannot reach {source} {host}: the TLS handshake failed ({_reason(exc)})",
+            raise ConfigError(f"cannot reach {source} {host}: the TLS handshake failed ({first_line(exc)})",
                               hint="check the workspace URL; behind a TLS-intercepting proxy set REQUESTS_CA_BUNDLE "
                                    "to its CA certificate") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
                 requests.exceptions.MissingSchema) as exc:
-            raise ConfigError(f"{source} {host!r} is not a workspace URL ({_reason(exc)})", hint=HOST_HINT) from None
+            raise ConfigError(f"{source} {host!r} is not a workspace URL ({first_line(exc)})", hint=HOST_HINT) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             left = budget - progress.elapsed()
             what = _why(exc)
@@ -110,17 +110,11 @@ def reach(host: str, *, budget: float = REACH_SECONDS, sleep=time.sleep, clock=t
             delay = min(delay * 2, 5.0)
 
 
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:200] + "…"
-
-
 def _why(exc: BaseException) -> str:
     """A short reason for a failed connection, from the exception types in its chain (never its text)."""
     import socket
 
     import requests
-    from urllib3.exceptions import NameResolutionError
 
     todo, seen = [exc], set()
     while todo:
@@ -130,7 +124,7 @@ def _why(exc: BaseException) -> str:
         seen.add(id(item))
         if isinstance(item, ConnectionRefusedError):
             return "connection refused"
-        if isinstance(item, (NameResolutionError, socket.gaierror)):
+        if isinstance(item, socket.gaierror):   # urllib3 2's NameResolutionError wraps one
             return "the host name does not resolve"
         todo += [e for e in (item.__cause__, item.__context__, getattr(item, "reason", None), *item.args)
                  if isinstance(e, BaseException)]
@@ -156,7 +150,7 @@ def _has_default_host(environ: Mapping[str, str]) -> bool:
 
 
 def workspace_client(host: str | None = None, profile: str | None = None, platform=None, *,
-                     source: str = "--host", environ: Mapping[str, str] | None = None, reach_budget=None):
+                     source: str = "--host", environ: Mapping[str, str] | None = None):
     """A WorkspaceClient, authenticated now, so a missing credential fails before any work.
 
     ``host`` (named ``source`` in messages) is checked and reached first; without it the SDK's
@@ -174,10 +168,10 @@ def workspace_client(host: str | None = None, profile: str | None = None, platfo
     elif environ.get("DATABRICKS_HOST"):
         host = check_host(environ["DATABRICKS_HOST"], "DATABRICKS_HOST")
     if host:
-        reach(host, budget=REACH_SECONDS if reach_budget is None else reach_budget, source=source_name(source))
+        reach(host, source=source_name(source))
     kwargs = {k: v for k, v in (("host", host), ("profile", profile)) if v}
     quiet = _QuietHostMetadata()
-    sdk_config_logger = logging.getLogger("databricks.sdk.config")
+    sdk_config_logger = logging.getLogger("databricks.sdk")     # the logger databricks.sdk.config writes to
     sdk_config_logger.addFilter(quiet)
     try:
         config = Config(http_timeout_seconds=HTTP_TIMEOUT_SECONDS, **kwargs)

@@ -210,6 +210,21 @@ def test_options_it_cannot_honour_are_refused(run_cli, with_pipelines, cli_bin):
     result = run_cli(["plan", "-t", "staging", "--project", str(with_pipelines), "--engine", "cli", "--comment"],
                      env=path_env)
     assert result.code == 2 and "--comment cannot be used with --engine cli" in result.errors()[0].data
+    # the Databricks CLI always acts as the identity it authenticates as: --user would be ignored
+    for command in ("validate", "plan", "deploy", "destroy"):
+        refused = run_cli([command, "-t", "staging", "--project", str(with_pipelines), "--engine", "cli",
+                           "--user", "someone@example.com"], env=path_env)
+        assert refused.code == 2 and "--user cannot be used with --engine cli" in refused.errors()[0].data, command
+    assert calls() == []
+
+
+@pytest.mark.parametrize("command", ["validate", "deploy"])
+def test_a_host_that_is_not_a_url_is_refused_before_the_cli_runs(run_cli, with_pipelines, cli_bin, command):
+    path_env, calls = cli_bin
+    result = run_cli([command, "-t", "staging", "--project", str(with_pipelines), "--engine", "cli",
+                      "--host", "not-a-url"], env=path_env)
+    assert result.code == 2, result.stderr
+    assert "--host 'not-a-url' is not a workspace URL" in result.errors()[0].data
     assert calls() == []
 
 

@@ -120,11 +120,15 @@ class _Denying(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
 
+    well_known = 404        # the discovery document's answer
+
     def do_GET(self):
         if self.path.startswith("/.well-known/"):
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
+            body = b"upstream connect error" if self.well_known >= 500 else b""
+            self.send_response(self.well_known)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
             return
         body = json.dumps({"error_code": "PERMISSION_DENIED", "message": "User is not allowed to use this workspace"})
         self.send_response(403)
@@ -136,8 +140,14 @@ class _Denying(BaseHTTPRequestHandler):
     do_POST = do_GET
 
 
-def test_a_refused_permission_before_any_change_is_a_configuration_error(run_cli, small):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Denying)
+class _DenyingBehindABrokenGateway(_Denying):
+    well_known = 502
+
+
+@pytest.mark.parametrize("handler", [_Denying, _DenyingBehindABrokenGateway])
+def test_a_refused_permission_before_any_change_is_a_configuration_error(run_cli, small, handler, caplog):
+    # (a discovery document that fails with 502 is the SDK's warning, with the body it got: not shown)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -153,6 +163,8 @@ def test_a_refused_permission_before_any_change_is_a_configuration_error(run_cli
     assert "403 PERMISSION_DENIED: User is not allowed to use this workspace" in error.data
     assert "nothing was changed" in error.data
     no_raw_sdk_lines(result)
+    assert "upstream connect error" not in result.stderr + result.stdout
+    assert not [r for r in caplog.records if "upstream connect error" in r.getMessage()]   # not even logged
 
 
 def test_a_permission_refused_after_changes_stays_a_failed_deploy_with_its_context(run_cli, small, env, ws, w):

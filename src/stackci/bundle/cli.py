@@ -199,7 +199,7 @@ def command(app: App, target: str | None, variables: tuple[str, ...], output: st
     if engine == "cli":
         from ..deploy.databricks_cli import Delegate, arguments, check_flags
 
-        check_flags("validate", **{"--offline": offline})
+        check_flags("validate", **{"--offline": offline, "--user": (user or "").strip()})
         out = Delegate(app, "validate", project, host_option).run(
             arguments("validate", target=target, variables=variables, output=output),
             capture_stdout=output == "json", fail_as_config=True)

@@ -261,7 +261,8 @@ def plan_command(app: App, targets, variables, project, user, host_option, profi
     if engine == "cli":
         from .databricks_cli import Delegate, arguments, check_flags
 
-        check_flags("plan", **{"--comment": comment, "--output markdown": output == "markdown"})
+        check_flags("plan", **{"--comment": comment, "--output markdown": output == "markdown",
+                               "--user": (user or "").strip()})
         delegate = Delegate(app, "plan", project, host_option)
         delegate.require(PLAN_VERSION_NEEDED, "stackci plan --engine cli (databricks bundle plan)")
         chosen = unique_targets(targets)
@@ -337,7 +338,7 @@ def deploy_command(app: App, target, variables, project, user, host_option, prof
     if engine == "cli":
         from .databricks_cli import check_flags
 
-        check_flags("deploy", **{"--allow-replace": allow_replace})
+        check_flags("deploy", **{"--allow-replace": allow_replace, "--user": (user or "").strip()})
         _delegate_deploy(app, target, variables, project, host_option, profile, force_lock, fail_on_active_runs,
                          require_branch, dry_run)
         return
@@ -472,7 +473,7 @@ def destroy_command(app: App, target, variables, project, user, host_option, pro
     if engine == "cli":
         from .databricks_cli import Delegate, arguments, check_flags
 
-        check_flags("destroy", **{"--dry-run": dry_run})
+        check_flags("destroy", **{"--dry-run": dry_run, "--user": (user or "").strip()})
         confirm_destroy(app, *target_mode(project, target), auto_approve,
                         "everything 'databricks bundle destroy' removes")
         Delegate(app, "destroy", project, host_option).run(

@@ -113,8 +113,8 @@ class Delegate:
         self.project = Path(project)
         self.env = dict(app.environ)
         if host and host.strip():
-            from ..bundle import normalise_host
-            self.env["DATABRICKS_HOST"] = normalise_host(host)
+            from ..dbx import check_host
+            self.env["DATABRICKS_HOST"] = check_host(host, "--host")
         self.env.setdefault("DATABRICKS_CLI_UPSTREAM", "stackci")
         for name in ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD", "ARM_CLIENT_SECRET"):
             app.platform.mask(self.env.get(name))
