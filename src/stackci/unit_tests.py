@@ -112,7 +112,10 @@ def parse_pytest_args(text: str) -> list[str]:
 CREDENTIAL_VARIABLES = ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD", "ARM_CLIENT_SECRET",
                         "GITHUB_TOKEN", "SYSTEM_ACCESSTOKEN")
 #: pytest's closing line: "29 passed in 1.89s", "= 1 failed, 2 passed in 61.20s (0:01:01) =", "no tests ran in 0.01s"
-_PYTEST_SUMMARY = re.compile(r"^=*\s*(?P<counts>[^=]*?)\s+in (?P<seconds>\d+(?:\.\d+)?)s\b(?: \([\d:]+\))?\s*=*\s*$")
+_PYTEST_SUMMARY = re.compile(
+    r"^=*\s*(?P<counts>(?:\d+ (?:passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?|rerun)"
+    r"(?:, )?)+|no tests ran)\s+in (?P<seconds>\d+(?:\.\d+)?)s\b(?: \([\d:]+\))?\s*=*\s*$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")     # PY_COLORS / FORCE_COLOR colour the closing line
 _DESELECTED = re.compile(r"\b(\d+) deselected\b")
 
 
@@ -286,7 +289,7 @@ def publish(app: App, opts: Options, report: junit.Report, junit_path: Path, cov
 def pytest_facts(tail: list[str]) -> tuple[float | None, int]:
     """(pytest's own duration, tests deselected) from its closing line, where it printed one."""
     for line in reversed(tail):
-        found = _PYTEST_SUMMARY.match(line)
+        found = _PYTEST_SUMMARY.match(_ANSI.sub("", line))
         if found:
             deselected = _DESELECTED.search(found["counts"])
             return float(found["seconds"]), int(deselected.group(1)) if deselected else 0

@@ -270,3 +270,19 @@ def test_local_reports_go_to_a_temporary_folder_it_names(run_cli, make_project):
     assert not folder.is_relative_to(project) and not (project / ".stackci").exists()
     import shutil
     shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("tail, facts", [
+    (["= 1 failed, 2 passed, 3 deselected in 61.20s (0:01:01) ="], (61.2, 3)),
+    (["29 passed in 1.89s"], (1.89, 0)),
+    (["no tests ran in 0.01s"], (0.01, 0)),
+    (["\x1b[31m= \x1b[31m\x1b[1m1 failed\x1b[0m, \x1b[32m2 passed\x1b[0m\x1b[31m in 0.52s\x1b[0m\x1b[31m =\x1b[0m"],
+     (0.52, 0)),
+    # a test's own line is not pytest's closing line, even when it ends like one
+    (["FAILED t.py::test_x - assert 1 in 2s", "some output"], (None, 0)),
+    (["= 1 passed in 3.00s =", "FAILED t.py::test_x - assert 1 in 2s"], (3.0, 0)),
+])
+def test_pytest_closing_line(tail, facts):
+    from stackci.unit_tests import pytest_facts
+
+    assert pytest_facts(tail) == facts
