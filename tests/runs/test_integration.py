@@ -289,3 +289,37 @@ def test_no_isolation_id_outside_ci_is_bad_input(run_cli, w, env, project):
     assert result.code == 2
     assert "pass --isolation-id" in result.stderr
     assert jobs_by_name(w) == {}
+
+
+def test_the_remove_hint_repeats_how_the_workspace_was_reached():
+    from stackci.runs.integration import _remove_hint
+
+    hint = _remove_hint({"project": "ml project", "host_option": "https://adb-1.azuredatabricks.net",
+                         "profile": "staging", "user": "ci@example.com", "variables": ("catalog=dev",)},
+                        "staging", "pr7-1")
+    assert hint == ("stackci gc -t staging --isolation-id pr7-1 -p 'ml project' --host https://adb-1.azuredatabricks.net "
+                    "--profile staging --user ci@example.com --var catalog=dev")
+    assert _remove_hint({"project": ".", "host_option": None, "profile": None, "user": " "}, "test", "x") == \
+        "stackci gc -t test --isolation-id x"
+
+
+def test_a_signal_during_the_teardown_of_a_passed_run_says_so(run_cli, w, env, project, monkeypatch):
+    import os
+
+    from stackci.runs import integration
+
+    finish = integration._finish
+
+    def finish_with_a_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)      # held: the teardown completes first
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(integration, "_finish", finish_with_a_sigterm)
+    result = it(run_cli, env, project, "--job", TRAIN)
+    assert result.code == 130, result.stderr
+    assert result.outputs["result"] == "success"
+    said = " ".join(e.data for e in result.errors()) + result.stderr
+    assert "was interrupted: during the teardown, after its runs had ended (success); isolated copy pr1: removed" \
+        in said, said
+    assert "runs were cancelled" not in said
+    assert_nothing_left(w)

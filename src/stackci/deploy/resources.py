@@ -26,6 +26,11 @@ KIND_RANK = {kind: i for i, kind in enumerate(SUPPORTED)}
 #: deletion order: dependents (jobs) first
 DELETE_ORDER = ("jobs", "registered_models", "models", "experiments")
 KEY_TAG = "stackci-deployment-key"
+
+
+def bundle_tags(bundle) -> dict[str, str]:
+    """The tags naming the bundle and target that deployed a job (tag values hold 255 characters)."""
+    return {"stackci-bundle": bundle.name[:255], "stackci-target": bundle.target[:255]}
 #: bumped when the request bodies built here change shape, so every resource is rewritten once
 BODY_VERSION = 1
 
@@ -265,8 +270,7 @@ class Jobs(Kind):
             if principal:
                 body["run_as"] = principal
         tags = dict(body.get("tags") or {})
-        tags.update({KEY_TAG: desired.dkey, "stackci-bundle": self.bundle.name[:255],
-                     "stackci-target": self.bundle.target[:255]})
+        tags.update({KEY_TAG: desired.dkey, **bundle_tags(self.bundle)})
         body["tags"] = tags
         body["deployment"] = {"kind": "BUNDLE",
                               "metadata_file_path": f"{self.bundle.state_path}/deployment.json"}

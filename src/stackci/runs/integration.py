@@ -214,8 +214,9 @@ def _remove_hint(opts: dict, target: str, ident: str) -> str:
     parts = ["stackci", "gc", "-t", target, "--isolation-id", ident]
     if str(opts.get("project") or ".") != ".":
         parts += ["-p", str(opts["project"])]
-    if opts.get("host_option"):
-        parts += ["--host", opts["host_option"]]
+    for option, key in (("--host", "host_option"), ("--profile", "profile"), ("--user", "user")):
+        if opts.get(key) and str(opts[key]).strip():
+            parts += [option, str(opts[key]).strip()]
     for var in opts.get("variables") or ():
         parts += ["--var", var]
     return " ".join(shlex.quote(str(p)) for p in parts)
@@ -272,10 +273,10 @@ def integration_test(app: App, **opts) -> str:
             except Exception as exc:  # never hide the run's own error behind a failed report
                 logger.error("could not write the reports: %s", exc)
                 overall = "error"
-        if late and not interrupted:
-            interrupted = True
-    if interrupted:
-        raise Interrupted(f"integration test of {target} was interrupted: its runs were cancelled; isolated copy "
+    if interrupted or late:
+        what = "its runs were cancelled" if interrupted else \
+            f"during the teardown, after its runs had ended ({overall})"
+        raise Interrupted(f"integration test of {target} was interrupted: {what}; isolated copy "
                           f"{ident}: {' '.join(removal.split())}")
     if overall != "success":
         bad = [f"{r.name}: {FAILURE_TEXT.get(r.outcome, r.outcome)}" for r in
@@ -421,10 +422,13 @@ def gc(app: App, *, older_than: float | None, only: str | None, dry_run: bool, *
     if only is not None and only not in removed and only not in kept:
         logger.info("no isolated copy %s under %s", only, parent)
     # jobs of copies whose folder is gone, or that their state never recorded
+    from ..deploy.resources import bundle_tags
+
+    ours = bundle_tags(bundle)
     for job in client.jobs.list():
         tags = (job.settings.tags if job.settings else None) or {}
         ident, created = tags.get(TAG_COPY), tags.get(TAG_CREATED, "")
-        if not ident or tags.get("stackci-bundle") != bundle.name or tags.get("stackci-target") != bundle.target:
+        if not ident or any(tags.get(k) != v for k, v in ours.items()):
             continue
         if ident in kept or (dry_run and ident in removed) or (only is not None and ident != only) \
                 or not created.isdigit():
