@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import log
-from ..errors import ConfigError, RunFailed, StackciError
+from ..errors import RunFailed, StackciError
 from . import acl
 from .files import FileChange, Syncer
 from .lock import DeployLock
@@ -300,9 +300,10 @@ class Engine:
         """A registered model that moves to another catalog or schema: checked, announced in the state,
         deleted, recorded as deleted, then created like any planned create (so a deploy that stops in
         between converges: the next plan creates the model, adopting it if it was created)."""
-        if not self.allow_replace:
-            raise ConfigError(f"{change.address}: {change.reason}", hint="deploy with --allow-replace "
-                              "(STACKCI_ALLOW_REPLACE=true) to replace it, or keep its catalog and schema")
+        if not self.allow_replace:     # stackci deploy refuses such a plan before any change (_refuse_replace)
+            raise RunFailed(f"{change.address}: {change.reason}; the deploy stopped before touching the model",
+                            hint="deploy with --allow-replace (STACKCI_ALLOW_REPLACE=true) to replace it, or keep "
+                                 "its catalog and schema")
         old = change.id
         if name and name != old and kind.exists({"id": name}):
             raise RunFailed(f"{change.address}: registered model {name} already exists and this deployment did not "
