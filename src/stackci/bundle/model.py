@@ -242,8 +242,9 @@ class Bundle:
     def all_resources(self) -> list[Resource]:
         return [r for kind in sorted(self.resources) for _, r in sorted(self.resources[kind].items())]
 
-    def location(self, path: tuple) -> Location | None:
-        """Where the value at ``path`` (keys and indexes) was written, or its closest parent."""
+    def location(self, path: tuple, key: bool = False) -> Location | None:
+        """Where the value at ``path`` (keys and indexes) was written (with ``key``: the line of its
+        key), or its closest parent."""
         node, best = self.tree, self.tree.loc
         for part in path:
             if isinstance(node.value, dict) and part in node.value:
@@ -252,7 +253,7 @@ class Bundle:
                 node = node.value[part]
             else:
                 break
-            best = node.loc or best
+            best = (node.key_loc if key else None) or node.loc or best
         return best
 
     # -- files -----------------------------------------------------------------

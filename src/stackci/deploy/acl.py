@@ -68,22 +68,8 @@ def _entry_principal(entry: dict) -> tuple[str, str] | None:
 
 
 # --------------------------------------------------------------------------- checks (before any change)
-def _where(bundle, path: tuple):
-    node, best = bundle.tree, bundle.tree.loc
-    for part in path:
-        value = node.value
-        if isinstance(value, dict) and part in value:
-            node = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
-            node = value[part]
-        else:
-            break
-        best = node.key_loc or node.loc or best
-    return best
-
-
 def _fail(bundle, path: tuple, message: str, hint: str) -> ConfigError:
-    loc = _where(bundle, path)
+    loc = bundle.location(path, key=True)
     return ConfigError(message, hint=hint, file=loc.file if loc else None, line=loc.line if loc else None)
 
 

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Mapping
 
-from .. import log
-from .plan import Plan, span, table
+from .. import log, markdown as md
+from .plan import Plan, span
 
 logger = log.get("plan")
 
@@ -176,7 +176,7 @@ def _overview(sections: list[Section], head: str) -> str:
         if isinstance(c.get("replace"), int) and c["replace"]:
             changes += f", ⚠️ {c['replace']} to replace"
         rows.append([span(s.target, 100), changes, *cells, at])
-    return table(["Target", "Changes", "Create", "Update", "Delete", "Unchanged", "Files to upload",
+    return md.table(["Target", "Changes", "Create", "Update", "Delete", "Unchanged", "Files to upload",
                   "Files to delete", "Planned at"], rows)
 
 

@@ -14,6 +14,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from .. import markdown as md
 from . import acl
 from .files import FileChange, plan_files
 from .resources import (DELETE_ORDER, Desired, Resolver, Unresolved, apply_order, body_hash, desired_resources,
@@ -135,7 +136,7 @@ class Plan:
         if changed:
             shown = changed if max_resources is None else changed[:max(0, max_resources)]
             if shown:
-                parts.append(table(["Resource", "Name", "Action", "Why"],
+                parts.append(md.table(["Resource", "Name", "Action", "Why"],
                                    [[span(r.address, cell_limit), span(r.name or "", cell_limit), icon[r.action],
                                      span(r.reason, cell_limit)] for r in shown]))
             if len(shown) < len(changed):
@@ -153,10 +154,10 @@ class Plan:
             rows = [[span(f.rel, cell_limit), "upload", span(f.reason, cell_limit)] for f in uploads[:limit]]
             rows += [[span(f.rel, cell_limit), "delete", ""] for f in deletes[:max(0, limit - len(rows))]]
             more = len(uploads) + len(deletes) - len(rows)
-            body = table(["File", "Action", "Why"], rows) if rows else ""
+            body = md.table(["File", "Action", "Why"], rows) if rows else ""
             if more > 0:
                 body += ("\n\n" if body else "") + f"… and {more} more"
-            parts += ["", details(f"Files: {len(uploads)} to upload, {len(deletes)} to delete, "
+            parts += ["", md.details(f"Files: {len(uploads)} to upload, {len(deletes)} to delete, "
                                   f"{self.file_count('unchanged')} unchanged", body)]
         return "\n".join(parts) + "\n"
 
@@ -184,16 +185,6 @@ def span(text: object, limit: int = 300) -> str:
     fence = "`" * (longest + 1)
     pad = " " if value.startswith(("`", " ")) or value.endswith(("`", " ")) or longest else ""
     return f"{fence}{pad}{value}{pad}{fence}"
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def details(summary: str, body: str) -> str:
-    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
 def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) -> Plan:

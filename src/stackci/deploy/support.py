@@ -75,17 +75,6 @@ def unsupported(bundle) -> list[tuple[str, tuple]]:
     return found
 
 
-def _where(bundle, path: tuple):
-    """Where the key at ``path`` was written (its key's line), or its closest parent."""
-    node, best = bundle.tree, bundle.tree.loc
-    for part in path:
-        if not isinstance(node.value, dict) or part not in node.value:
-            break
-        node = node.value[part]
-        best = node.key_loc or node.loc or best
-    return best
-
-
 def check_names(bundle) -> None:
     """A Unity Catalog model needs a non-empty catalog, schema and name (an empty ``--var catalog_name=``
     would otherwise pass and fail half-way through a deploy)."""
@@ -96,8 +85,8 @@ def check_names(bundle) -> None:
             if isinstance(value, str) and "${" in value:
                 continue                                   # resolved at deploy time
             if not isinstance(value, str) or not value.strip() or "." in value:
-                loc = _where(bundle, ("resources", "registered_models", key, part)) \
-                    if part in s else _where(bundle, ("resources", "registered_models", key))
+                loc = bundle.location(("resources", "registered_models", key, part), key=True) \
+                    if part in s else bundle.location(("resources", "registered_models", key), key=True)
                 what = "is missing" if part not in s else "is empty" if not str(value or "").strip() else \
                     f"is {value!r}, which contains a '.'" if isinstance(value, str) else f"is {value!r}, not a name"
                 raise ConfigError(f"resources.registered_models.{key}.{part} {what} (target {bundle.target}): a "
@@ -116,7 +105,7 @@ def check(bundle) -> None:
         check_names(bundle)
         acl.check(bundle)
         return
-    loc = _where(bundle, found[0][1])
+    loc = bundle.location(found[0][1], key=True)
     raise ConfigError(f"stackci's deploy engine does not deploy {', '.join(what for what, _ in found)} "
                       f"(target {bundle.target}); it deploys {', '.join(SUPPORTED)} and the bundle's files",
                       hint="remove them, or deploy this bundle with the Databricks CLI: --engine cli "
