@@ -168,6 +168,8 @@ def test_job_parameters_reach_the_task(run_cli, w, env):
     (["--job-id", "1", "--job-name", "x"], "exactly one of --job-id, --job-name and --job"),
     (["--job-id", "1", "--timeout", "soon"], "is not a duration"),
     (["--job-id", "1", "--job-param", "novalue"], "is not key=value"),
+    (["--job-id", "1", "-t", "prod"], "-t/--target is only for a bundle job (--job KEY), not for --job-id"),
+    (["--job-name", "x", "--var", "catalog=dev"], "--var is only for a bundle job (--job KEY), not for --job-name"),
 ])
 def test_bad_input_is_one_line_exit_2(run_cli, env, args, needle):
     result = run_cli(["run-job", *args], env=env)

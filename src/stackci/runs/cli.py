@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .. import log
-from ..bundle.options import Line  # noqa: F401 - one type for every --var / --job-param; integration imports it here
+from ..bundle.options import Line   # one type for every --var / --job-param; integration imports it here
 from ..context import App
 from ..errors import ConfigError, Interrupted, RunFailed
 
@@ -213,6 +213,12 @@ def command(app: App, job_id, job_name, job_key, target, project, variables, job
         raise ConfigError("give exactly one of --job-id, --job-name and --job"
                           + (f" (got {' and '.join(given)})" if given else ""),
                           hint="e.g. --job-id 123, or -t staging --job model_training_job")
+    bundle_only = [name for name, value in (("-t/--target", (target or "").strip()),
+                                            ("--var", any(v.strip() for v in variables))) if value]
+    if bundle_only and not job_key:
+        raise ConfigError(f"{' and '.join(bundle_only)} {'is' if len(bundle_only) == 1 else 'are'} only for a "
+                          f"bundle job (--job KEY), not for {given[0]}",
+                          hint="leave it out, or name the job by its bundle key with --job")
     params = parse_params(job_params)
     seconds = parse_duration(timeout) if timeout else None
     if job_key:
