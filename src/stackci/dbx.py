@@ -50,6 +50,11 @@ def parse_duration(text: str, option: str = "--timeout") -> float:
     return total
 
 
+#: environment variables that hold a Databricks credential: masked wherever stackci hands its
+#: environment on (the Databricks CLI, the project's tests)
+CREDENTIAL_VARIABLES = ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD", "ARM_CLIENT_SECRET")
+
+
 def check_host(host: str, source: str = "--host") -> str:
     """``host`` as the workspace URL the SDK gets (``https://`` added to a bare host name); a value
     that cannot be one (another scheme, no host, a path, a bare word) is a ConfigError naming

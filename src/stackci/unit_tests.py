@@ -20,6 +20,7 @@ import click
 
 from . import junit, log, markdown as md
 from .context import App
+from .dbx import CREDENTIAL_VARIABLES as DATABRICKS_CREDENTIALS
 from .errors import ConfigError, RunFailed
 
 logger = log.get("unit_tests")
@@ -109,8 +110,7 @@ def parse_pytest_args(text: str) -> list[str]:
 
 #: credentials the project's tests inherit from the job's environment: masked before pytest runs,
 #: so a test that prints one shows ``***`` in the log, the JUnit file and the summary
-CREDENTIAL_VARIABLES = ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD", "ARM_CLIENT_SECRET",
-                        "GITHUB_TOKEN", "SYSTEM_ACCESSTOKEN")
+CREDENTIAL_VARIABLES = (*DATABRICKS_CREDENTIALS, "GITHUB_TOKEN", "SYSTEM_ACCESSTOKEN")
 #: pytest's closing line: "29 passed in 1.89s", "= 1 failed, 2 passed in 61.20s (0:01:01) =", "no tests ran in 0.01s"
 _PYTEST_SUMMARY = re.compile(
     r"^=*\s*(?P<counts>(?:\d+ (?:passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?|rerun)"

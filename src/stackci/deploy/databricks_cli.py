@@ -116,7 +116,9 @@ class Delegate:
             from ..dbx import check_host
             self.env["DATABRICKS_HOST"] = check_host(host, "--host")
         self.env.setdefault("DATABRICKS_CLI_UPSTREAM", "stackci")
-        for name in ("DATABRICKS_TOKEN", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_PASSWORD", "ARM_CLIENT_SECRET"):
+        from ..dbx import CREDENTIAL_VARIABLES
+
+        for name in CREDENTIAL_VARIABLES:
             app.platform.mask(self.env.get(name))
         if not self.project.is_dir():
             raise ConfigError(f"--project {project} is not a folder", hint="pass the folder holding databricks.yml")
