@@ -14,7 +14,6 @@ class Line(click.ParamType):
     """
 
     name = "key=value"
-    envvar_list_splitter = "\n"
 
     def split_envvar_value(self, rv: str):
         return [line for line in (part.strip() for part in (rv or "").splitlines()) if line]

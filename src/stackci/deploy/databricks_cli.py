@@ -32,7 +32,6 @@ from ..errors import ConfigError, Interrupted, RunFailed
 logger = log.get("cli")
 
 MIN_VERSION = (0, 218, 0)
-PLAN_VERSION = (0, 267, 0)
 #: seconds without output after which a progress line says the command is still running
 HEARTBEAT = 30.0
 INSTALL_HINT = ("install the Databricks CLI (https://docs.databricks.com/dev-tools/cli/install.html): in GitHub "

@@ -64,14 +64,13 @@ def _clip(text: str | None) -> str:
     return text if len(text) <= TEXT_LIMIT else text[-TEXT_LIMIT:]
 
 
-def collect(client, run, name: str | None = None, *, outcome: str | None = None, timeout: float | None = None,
-            outputs: bool = True) -> JobReport:
+def collect(client, run, name: str | None = None, *, outcome: str | None = None,
+            timeout: float | None = None) -> JobReport:
     """Read the task outputs of a finished run (get-output works on task run ids only).
 
     ``outcome`` overrides the classification of the run (the waiter knows when it cancelled a
     run because ``--timeout`` passed: the workspace only says CANCELED); then the tasks that
     were cancelled while running are timed out too, with a message naming ``timeout``.
-    ``outputs=False`` reads nothing more from the workspace (an interrupted command has no time).
     """
     tasks = []
     for task in getattr(run, "tasks", None) or []:
@@ -85,7 +84,7 @@ def collect(client, run, name: str | None = None, *, outcome: str | None = None,
                 + (f" ({message})" if message else "")
         report = TaskReport(task.task_key, task.run_id, life, result, outcome_of_task, _duration(task),
                             getattr(task, "run_page_url", None), message=message)
-        if outputs and task.run_id is not None and life not in (None, "SKIPPED") \
+        if task.run_id is not None and life not in (None, "SKIPPED") \
                 and result not in ("EXCLUDED", None):
             try:
                 out = client.jobs.get_run_output(task.run_id)
@@ -105,11 +104,10 @@ def collect(client, run, name: str | None = None, *, outcome: str | None = None,
                      (run.state.state_message or "") if run.state else "", tasks)
 
 
-def not_run(name: str, reason: str, outcome: str = SKIPPED, run_id: int | None = None,
-            url: str | None = None) -> JobReport:
+def not_run(name: str, reason: str, outcome: str = SKIPPED, run_id: int | None = None) -> JobReport:
     """A job that was never started (an earlier job failed, the timeout passed) or whose run
     was cancelled before it could be reported (an interrupt)."""
-    return JobReport(name, run_id, url, outcome, 0.0, reason, [])
+    return JobReport(name, run_id, None, outcome, 0.0, reason, [])
 
 
 def summary(reports: list[JobReport], title: str) -> str:
