@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -116,20 +117,26 @@ NOTEBOOK_HEADERS = {".py": "# Databricks notebook source", ".r": "# Databricks n
                     ".scala": "// Databricks notebook source", ".sql": "-- Databricks notebook source"}
 
 
+def _notebook_start(suffix: str, first: bytes) -> bool:
+    """Whether a file with this suffix that begins with ``first`` is a notebook: any ``.ipynb``, or a
+    Databricks source file whose first line is the header."""
+    header = NOTEBOOK_HEADERS.get(suffix)
+    if suffix == ".ipynb":
+        return True
+    return header is not None and first[:200].split(b"\n", 1)[0].decode("utf-8", "replace").strip() == header
+
+
 def is_notebook(path: Path) -> bool:
     """A Databricks source notebook (its first line is the header) or any ``.ipynb``."""
     suffix = path.suffix.lower()
-    if suffix == ".ipynb":
-        return True
-    header = NOTEBOOK_HEADERS.get(suffix)
-    if header is None:
+    if suffix != ".ipynb" and suffix not in NOTEBOOK_HEADERS:
         return False
     try:
         with open(path, "rb") as fh:
             first = fh.readline(200)
     except OSError:
         return False
-    return first.decode("utf-8", "replace").strip() == header
+    return _notebook_start(suffix, first)
 
 
 @dataclass
@@ -139,11 +146,11 @@ class SyncFile:
     rel: str
     path: Path
 
-    @cached_property
+    @property
     def sha256(self) -> str:
         return self._scan()[0]
 
-    @cached_property
+    @property
     def notebook(self) -> bool:
         return self._scan()[1]
 
@@ -151,17 +158,17 @@ class SyncFile:
         """Hash and notebook header from one read of the file (a plan reads every file once)."""
         scanned = self.__dict__.get("_scanned")
         if scanned is None:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as fh:
-                first = fh.read(1 << 20)
-                digest.update(first)
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                first = os.read(fd, 1 << 20)
+                digest = hashlib.sha256(first)
+                chunk = first
+                while chunk:                           # to the end (a read may return less than asked)
+                    chunk = os.read(fd, 1 << 20)
                     digest.update(chunk)
-            suffix = self.path.suffix.lower()
-            header = NOTEBOOK_HEADERS.get(suffix)
-            line = first[:200].split(b"\n", 1)[0] if header else b""
-            notebook = suffix == ".ipynb" or (header is not None
-                                              and line.decode("utf-8", "replace").strip() == header)
+            finally:
+                os.close(fd)
+            notebook = _notebook_start(self.path.suffix.lower(), first)
             scanned = self.__dict__["_scanned"] = (digest.hexdigest(), notebook)
         return scanned
 
