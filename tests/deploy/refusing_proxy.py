@@ -1,5 +1,7 @@
 """A loopback proxy in front of the local workspace that answers chosen requests with an error of its own
-(``refuse(method, path, body) -> (status, error_code, message) | None``) and forwards everything else."""
+(``refuse(method, path, body) -> (status, error_code, message) | None``) and forwards everything else.
+It takes requests addressed to it and, as a forward proxy (HTTP_PROXY), requests for the workspace's
+absolute URLs alike; ``seen`` lists every request as ``METHOD /path``."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ class RefusingProxy:
         parts = urllib.parse.urlsplit(upstream)
         target = (parts.hostname, parts.port)
         self.refused: list[str] = []
+        self.seen: list[str] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,6 +36,9 @@ class RefusingProxy:
                 except ValueError:
                     doc = {}
                 path = urllib.parse.urlsplit(self.path).path
+                proxy.seen.append(f"{self.command} {path}")
+                # a forward proxy's request line has the absolute URL: the workspace gets path and query
+                upstream_path = urllib.parse.urlsplit(self.path)._replace(scheme="", netloc="").geturl()
                 answer = refuse(self.command, path, doc if isinstance(doc, dict) else {})
                 if answer is not None:
                     status, code, message = answer
@@ -42,7 +48,7 @@ class RefusingProxy:
                 else:
                     conn = http.client.HTTPConnection(*target, timeout=60)
                     try:
-                        conn.request(self.command, self.path, body=raw,
+                        conn.request(self.command, upstream_path, body=raw,
                                      headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
                         response = conn.getresponse()
                         status, data = response.status, response.read()

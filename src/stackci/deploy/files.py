@@ -17,7 +17,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from ..dbx import first_line
+from ..dbx import first_line, request_pool
 from ..errors import RunFailed, StackciError
 from .state import delete_path, import_file
 
@@ -129,7 +129,7 @@ class Syncer:
         moved = [FileChange(c.rel, "delete", c.old_remote, "moved") for c in uploads
                  if c.old_remote and c.old_remote not in targets]
         self._total = len(uploads)
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="stackci-sync")
+        pool = request_pool(self.parallel, "stackci-sync", max(len(uploads), len(deletes) + len(moved)))
         try:
             if deletes or moved:
                 self._run(pool, self._delete, deletes + moved, "deleting")
@@ -143,7 +143,7 @@ class Syncer:
 
     def delete_all(self, changes: list[FileChange]) -> None:
         """Destroy: delete these files, then every folder that became empty (deepest first)."""
-        pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="stackci-sync")
+        pool = request_pool(self.parallel, "stackci-sync", len(changes))
         try:
             self._run(pool, self._delete, changes, "deleting")
         finally:

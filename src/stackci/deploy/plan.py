@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import markdown as md
+from ..dbx import request_pool
 from . import acl
 from .files import FileChange, plan_files
 from .resources import (DELETE_ORDER, Desired, Resolver, Unresolved, apply_order, body_hash, desired_resources,
@@ -204,14 +204,16 @@ def make_plan(bundle, state, client, kinds: dict, host: str, parallel: int = 8) 
         except (errors.NotFound, errors.ResourceDoesNotExist):
             return False
 
-    # the workspace lookups run in parallel with each other and with hashing the local files:
-    # does the files folder still exist (if not, every file is new again), and which recorded
-    # objects still exist (one lookup each)
-    with ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="stackci-plan") as pool:
+    # the local files are listed and hashed first, then the workspace is asked, in parallel, whether
+    # the files folder still exists (if not, every file is new again) and which recorded objects
+    # still exist (one lookup each). Not side by side: hashing waits on the disk, and every time it
+    # does, the threads building requests and reading answers keep the interpreter lock for a
+    # switch interval, which made the hashing of 300 files ten times slower than the hashing alone
+    for sf in bundle.sync_files.values():
+        sf.sha256                                  # noqa: B018 - reads the file once
+    with request_pool(parallel, "stackci-plan", len(recorded) + (1 if state_files else 0)) as pool:
         folder = pool.submit(folder_exists) if state_files else None
         lookups = [pool.submit(kinds[kind].exists, entry) for kind, key, entry in recorded]
-        for sf in bundle.sync_files.values():
-            sf.sha256                              # noqa: B018 - read each file now, while the lookups run
         root_missing = folder is not None and not folder.result()
         alive = {(kind, key): future.result() for (kind, key, _), future in zip(recorded, lookups)}
     if root_missing:
