@@ -7,12 +7,13 @@ import json
 import os
 import random
 import signal
+import textwrap
 import time
 
 import pytest
 
-from deploy_support import (USER, cli_subprocess, jobs_by_name, read_state, remote_text, sha,  # type: ignore
-                      tree)
+from deploy_support import (SMALL_BUNDLE, USER, cli_subprocess, jobs_by_name, read_state,  # type: ignore
+                            remote_text, sha, tree)
 from killproxy import KillPoint, KillProxy  # type: ignore
 
 ROOT = f"/Workspace/Users/{USER}/.bundle"
@@ -59,20 +60,9 @@ def test_deploy_under_injected_faults_ends_in_the_planned_state(deploy, w, ws, p
 
 
 # ------------------------------------------------------------------ SIGKILL at chosen requests
-KILL_BUNDLE = """
-bundle:
-  name: small
-include:
-  - resources/*.yml
-variables:
-  greeting:
-    default: {greeting}
-targets:
-  staging:
-    default: true
-    workspace:
-      host: https://adb-2222222222222222.12.azuredatabricks.net
-"""
+#: the small bundle's databricks.yml with its greeting's default as a placeholder
+KILL_BUNDLE = textwrap.dedent(SMALL_BUNDLE["databricks.yml"]).replace("default: hello", "default: {greeting}")
+assert "{greeting}" in KILL_BUNDLE
 JOB_A = """
     {a}:
       name: small-{a}
