@@ -91,3 +91,29 @@ def info(bundle_root: Path) -> dict:
     except (configparser.Error, OSError):
         pass
     return out
+
+
+def may_have_tags(start: Path) -> bool:
+    """Whether the repository holding ``start`` may have a tag (False only when it surely has none:
+    outside a checkout, or no tag ref loose or packed). Lets a deploy skip ``git tag --points-at``
+    in the common case of a checkout without tags (CI clones fetch none by default)."""
+    worktree = repository_root(start)
+    git_dir = _git_dir(worktree) if worktree is not None else None
+    if git_dir is None:
+        return False
+    common = _common_dir(git_dir)
+    if (common / "reftable").exists():
+        return True                                  # refs in a reftable: only git reads them
+    tags = common / "refs" / "tags"
+    try:
+        if any(path.is_file() for path in tags.rglob("*")):
+            return True
+    except OSError:
+        return True
+    try:
+        packed = (common / "packed-refs").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return " refs/tags/" in packed

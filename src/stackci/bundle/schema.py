@@ -272,10 +272,10 @@ def _keep_anchored(node: Node, schema: Schema, path: tuple, warnings: list[Warni
 def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> None:
     """Check ``node`` in place (normalising scalars); raise on wrong types, collect unknown keys."""
     value = node.value
-    where = path_text(path) or "the configuration"
     loc = node.loc
 
     def wrong(expected: str) -> ConfigError:
+        where = path_text(path) or "the configuration"     # only for messages: most nodes need none
         return ConfigError(f"{where} must be {expected}, not {_type_name(value)}"
                            + (f" ({_format_scalar(value)!r})" if not isinstance(value, (dict, list)) and value is not None else ""),
                            hint=f"fix the value of {where}", file=loc.file if loc else None,
@@ -332,7 +332,7 @@ def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> 
             if not isinstance(value, str):
                 node.value = value = _format_scalar(value)
             if schema.choices and value not in schema.choices:
-                warnings.append(Warning_(f"{where} is {value!r}, which is not one of "
+                warnings.append(Warning_(f"{path_text(path) or 'the configuration'} is {value!r}, which is not one of "
                                          f"{', '.join(schema.choices)}", loc.file if loc else None,
                                          loc.line if loc else None))
         elif schema.kind == "integer":

@@ -222,6 +222,14 @@ class PathTranslator:
         self.file_path = file_path.rstrip("/")
         self.warnings = warnings
         self.translated: list[TranslatedPath] = []
+        self._kinds: dict[Path, bool | None] = {}
+
+    def _notebook_or_file(self, local: Path) -> bool | None:
+        """None when ``local`` is not a file, else whether it is a notebook (once per path: jobs
+        often run the same few files in many tasks)."""
+        if local not in self._kinds:
+            self._kinds[local] = is_notebook(local) if local.is_file() else None
+        return self._kinds[local]
 
     def _local(self, node: Node, where: str) -> Path:
         base = Path(node.loc.file).parent if node.loc else self.root
@@ -252,10 +260,11 @@ class PathTranslator:
                 if candidate.is_file():
                     local = candidate
                     break
-        if not local.is_file():
+        notebook = self._notebook_or_file(local)
+        if notebook is None:
             raise _err(node.loc, f"{where}: notebook {node.value!r} not found (looked for {local})",
                        "fix the path; it is relative to the YAML file that declares the task")
-        if not is_notebook(local):
+        if not notebook:
             raise _err(node.loc, f"{where}: {node.value!r} is a file, not a notebook",
                        "add '# Databricks notebook source' as its first line, or run it as a "
                        "spark_python_task (python_file)")
@@ -272,10 +281,10 @@ class PathTranslator:
             if not local.is_dir():
                 raise _err(node.loc, f"{where}: folder {node.value!r} not found (looked for {local})",
                            "fix the path; it is relative to the YAML file that declares it")
-        elif not local.is_file():
+        elif self._notebook_or_file(local) is None:
             raise _err(node.loc, f"{where}: file {node.value!r} not found (looked for {local})",
                        "fix the path; it is relative to the YAML file that declares it")
-        elif is_notebook(local):
+        elif self._notebook_or_file(local):
             raise _err(node.loc, f"{where}: {node.value!r} is a notebook, not a file",
                        "use a notebook_task for notebooks, or remove the '# Databricks notebook source' header")
         remote = self._remote(local, False)

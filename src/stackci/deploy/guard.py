@@ -84,8 +84,12 @@ def require_branch(patterns: list[str], ref: Ref, target: str) -> None:
 
 def head_tag(root: Path, environ: Mapping[str, str], ref: Ref) -> str | None:
     """The version tag of this deploy: the CI tag ref, else a tag on the checked-out commit."""
+    from ..bundle import git as gitinfo
+
     if ref.kind == "tag":
         return ref.name
+    if not environ.get("GIT_DIR") and not gitinfo.may_have_tags(root):
+        return None                   # no tag at all (or no checkout): no git process to ask
     try:
         out = subprocess.run(["git", "tag", "--points-at", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10)

@@ -25,7 +25,6 @@ adopt) an object that was created but never recorded.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -84,6 +83,9 @@ class State:
 
     @classmethod
     def from_json(cls, doc: dict, where: str) -> "State":
+        """The state in ``doc``, a freshly parsed document that the state takes over (its sections
+        are used as they are, not copied: copying the file entries of a 300-file bundle was a few
+        milliseconds of every deploy)."""
         if not isinstance(doc, dict):
             raise RunFailed(f"the deployment state {where} is not a JSON object",
                             hint="move it away (it is only read by stackci) and deploy again")
@@ -99,7 +101,7 @@ class State:
             if not isinstance(value, kind):
                 raise RunFailed(f"the deployment state {where} is damaged ({name} is not a {kind.__name__})",
                                 hint="move it away and deploy again; stackci then adopts the jobs it tagged")
-            return copy.deepcopy(value)
+            return value
 
         return cls(serial=int(doc.get("serial") or 0), bundle=section("bundle", dict), files=section("files", dict),
                    resources=section("resources", dict), pending=section("pending", dict),
@@ -137,7 +139,8 @@ class StateStore:
         from databricks.sdk.errors import DatabricksError
 
         state.serial += 1
-        content = json.dumps(state.to_json(), indent=1, sort_keys=True).encode("utf-8")
+        # compact: with an indent, json encodes in Python rather than in C (three times slower)
+        content = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
         try:
             import_file(self.client, self.path, content, overwrite=True)
         except DatabricksError as exc:
