@@ -257,6 +257,9 @@ def main() -> int:
     if args.child:
         return child(args.child, args.rest)
     scales = [int(s) for s in args.scale.split(",") if s.strip()]
+    from bytecode import compile_stackci
+
+    print(f"bytecode of {compile_stackci()} compiled, as an install has it", file=sys.stderr)
 
     shares = {}
     with tempfile.TemporaryDirectory(prefix="stackci-bench-rehearse-") as folder:

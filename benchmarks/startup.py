@@ -69,6 +69,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--skip-install", action="store_true", help="only measure the CLI start-up")
     args = parser.parse_args()
+    from bytecode import compile_stackci
+
+    print(f"bytecode of {compile_stackci()} compiled, as an install has it", file=sys.stderr)
     ok = cli_startup(args.rounds)
     if not args.skip_install:
         ok = toolkit_install() and ok
