@@ -257,7 +257,7 @@ def main() -> int:
     if args.child:
         return child(args.child, args.rest)
     scales = [int(s) for s in args.scale.split(",") if s.strip()]
-    from bytecode import compile_stackci
+    from _bytecode import compile_stackci
 
     print(f"bytecode of {compile_stackci()} compiled, as an install has it", file=sys.stderr)
 

@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--skip-install", action="store_true", help="only measure the CLI start-up")
     args = parser.parse_args()
-    from bytecode import compile_stackci
+    from _bytecode import compile_stackci
 
     print(f"bytecode of {compile_stackci()} compiled, as an install has it", file=sys.stderr)
     ok = cli_startup(args.rounds)
