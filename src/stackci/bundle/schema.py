@@ -274,11 +274,13 @@ def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> 
     value = node.value
     loc = node.loc
 
+    def where() -> str:               # only for messages: most nodes need none
+        return path_text(path) or "the configuration"
+
     def wrong(expected: str) -> ConfigError:
-        where = path_text(path) or "the configuration"     # only for messages: most nodes need none
-        return ConfigError(f"{where} must be {expected}, not {_type_name(value)}"
+        return ConfigError(f"{where()} must be {expected}, not {_type_name(value)}"
                            + (f" ({_format_scalar(value)!r})" if not isinstance(value, (dict, list)) and value is not None else ""),
-                           hint=f"fix the value of {where}", file=loc.file if loc else None,
+                           hint=f"fix the value of {where()}", file=loc.file if loc else None,
                            line=loc.line if loc else None)
 
     if schema is ANY or value is None:
@@ -332,7 +334,7 @@ def check(node: Node, schema: Schema, path: tuple, warnings: list[Warning_]) -> 
             if not isinstance(value, str):
                 node.value = value = _format_scalar(value)
             if schema.choices and value not in schema.choices:
-                warnings.append(Warning_(f"{path_text(path) or 'the configuration'} is {value!r}, which is not one of "
+                warnings.append(Warning_(f"{where()} is {value!r}, which is not one of "
                                          f"{', '.join(schema.choices)}", loc.file if loc else None,
                                          loc.line if loc else None))
         elif schema.kind == "integer":

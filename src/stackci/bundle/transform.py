@@ -281,10 +281,10 @@ class PathTranslator:
             if not local.is_dir():
                 raise _err(node.loc, f"{where}: folder {node.value!r} not found (looked for {local})",
                            "fix the path; it is relative to the YAML file that declares it")
-        elif self._notebook_or_file(local) is None:
+        elif (notebook := self._notebook_or_file(local)) is None:
             raise _err(node.loc, f"{where}: file {node.value!r} not found (looked for {local})",
                        "fix the path; it is relative to the YAML file that declares it")
-        elif self._notebook_or_file(local):
+        elif notebook:
             raise _err(node.loc, f"{where}: {node.value!r} is a notebook, not a file",
                        "use a notebook_task for notebooks, or remove the '# Databricks notebook source' header")
         remote = self._remote(local, False)
