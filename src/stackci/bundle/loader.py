@@ -213,7 +213,7 @@ def targets_node(tree: Node) -> Node | None:
 
 def select_target(tree: Node, requested: str | None, file_loc: Location) -> tuple[str, Node | None, list[str]]:
     targets = targets_node(tree)
-    if targets is None or targets.value is None or not targets.value:
+    if targets is None or not targets.value:
         if requested and requested != "default":
             raise error(file_loc, f"unknown target {requested!r}: the bundle declares no targets",
                         hint="add a 'targets:' section to databricks.yml or drop --target")

@@ -177,7 +177,7 @@ def _overview(sections: list[Section], head: str) -> str:
             changes += f", ⚠️ {c['replace']} to replace"
         rows.append([span(s.target, 100), changes, *cells, at])
     return md.table(["Target", "Changes", "Create", "Update", "Delete", "Unchanged", "Files to upload",
-                  "Files to delete", "Planned at"], rows)
+                     "Files to delete", "Planned at"], rows)
 
 
 def _run_link(environ: Mapping[str, str]) -> str | None:

@@ -137,8 +137,8 @@ class Plan:
             shown = changed if max_resources is None else changed[:max(0, max_resources)]
             if shown:
                 parts.append(md.table(["Resource", "Name", "Action", "Why"],
-                                   [[span(r.address, cell_limit), span(r.name or "", cell_limit), icon[r.action],
-                                     span(r.reason, cell_limit)] for r in shown]))
+                                      [[span(r.address, cell_limit), span(r.name or "", cell_limit), icon[r.action],
+                                        span(r.reason, cell_limit)] for r in shown]))
             if len(shown) < len(changed):
                 parts += ["", f"… and {len(changed) - len(shown)} more resource changes (the full plan is in "
                               "the job log)."]
@@ -158,7 +158,7 @@ class Plan:
             if more > 0:
                 body += ("\n\n" if body else "") + f"… and {more} more"
             parts += ["", md.details(f"Files: {len(uploads)} to upload, {len(deletes)} to delete, "
-                                  f"{self.file_count('unchanged')} unchanged", body)]
+                                     f"{self.file_count('unchanged')} unchanged", body)]
         return "\n".join(parts) + "\n"
 
     def json_text(self) -> str:

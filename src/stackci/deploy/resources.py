@@ -26,13 +26,13 @@ KIND_RANK = {kind: i for i, kind in enumerate(SUPPORTED)}
 #: deletion order: dependents (jobs) first
 DELETE_ORDER = ("jobs", "registered_models", "models", "experiments")
 KEY_TAG = "stackci-deployment-key"
+#: bumped when the request bodies built here change shape, so every resource is rewritten once
+BODY_VERSION = 1
 
 
 def bundle_tags(bundle) -> dict[str, str]:
     """The tags naming the bundle and target that deployed a job (tag values hold 255 characters)."""
     return {"stackci-bundle": bundle.name[:255], "stackci-target": bundle.target[:255]}
-#: bumped when the request bodies built here change shape, so every resource is rewritten once
-BODY_VERSION = 1
 
 
 def singular(kind: str) -> str:

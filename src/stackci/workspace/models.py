@@ -36,14 +36,14 @@ from stackci.workspace.store import Store, now_ms
 
 EXPERIMENT_ID_START = 1_000_000_000_000_001
 METASTORE_ID = "00000000-0000-4000-8000-00000000c1a5"
-_UC_NAME = re.compile(r"^[^\s./\x00-\x1f]{1,255}$")
+UC_NAME = re.compile(r"^[^\s./\x00-\x1f]{1,255}$")
 _ALIAS = re.compile(r"^[A-Za-z0-9_\-]{1,255}$")
 SEARCH_MAX_RESULTS = 3000
 MAX_ID = 2**63 - 1  # SQLite INTEGER
 LIST_MAX_RESULTS = 1000
 
 
-def _offset(token: str | None) -> int:
+def page_offset(token: str | None) -> int:
     if not token:
         return 0
     value = decode_token(token).get("offset", 0)
@@ -52,7 +52,7 @@ def _offset(token: str | None) -> int:
     return value
 
 
-def _page(docs: list, offset: int, size: int, key: str) -> dict:
+def page_of(docs: list, offset: int, size: int, key: str) -> dict:
     out: dict = {}
     page = docs[offset: offset + size]
     if page:
@@ -113,7 +113,7 @@ class Experiments:
 
     def create(self, req: Request) -> dict:
         body = req.json()
-        tags = _tags(typed(body, "tags", list, default=[]))
+        tags = parse_tags(typed(body, "tags", list, default=[]))
         location = typed(body, "artifact_location", str)
         principal = req.principal or self.user_name
         with self.store.transaction():
@@ -222,16 +222,16 @@ class Experiments:
             order_by = [order_by]
         if not isinstance(order_by, list) or not all(isinstance(o, str) for o in order_by):
             raise malformed_field("order_by", "an array of strings")
-        offset = _offset(typed(body, "page_token", str))
+        offset = page_offset(typed(body, "page_token", str))
         docs = [json.loads(r[0]) for r in self.store.query("SELECT doc FROM experiments")]
         if view != "ALL":
             wanted = "active" if view == "ACTIVE_ONLY" else "deleted"
             docs = [d for d in docs if d["lifecycle_stage"] == wanted]
         if flt.strip():
-            conditions = _parse_filter(flt)
+            conditions = parse_filter(flt)
             docs = [d for d in docs if all(c(d) for c in conditions)]
         _sort(docs, order_by)
-        return _page(docs, offset, max_results, "experiments")
+        return page_of(docs, offset, max_results, "experiments")
 
 
 def malformed_field(name: str, what: str) -> ApiError:
@@ -248,7 +248,7 @@ def _id_field(body: dict) -> str:
     return str(value)
 
 
-def _tags(raw: list) -> list[dict]:
+def parse_tags(raw: list) -> list[dict]:
     tags = []
     for i, tag in enumerate(raw):
         if not isinstance(tag, dict):
@@ -287,7 +287,7 @@ _COND = re.compile(
     r"\s*(?P<op>=|!=|(?:NOT\s+)?I?LIKE)\s*'(?P<value>(?:[^']|'')*)'\s*", re.IGNORECASE)
 
 
-def _parse_filter(flt: str) -> list:
+def parse_filter(flt: str) -> list:
     """The ``name``/``tags.<key>`` with ``=``, ``!=``, ``LIKE``, ``ILIKE`` subset of MLflow filters, joined by AND."""
     parts = re.split(r"\s+AND\s+", flt.strip(), flags=re.IGNORECASE)
     conditions = []
@@ -335,7 +335,7 @@ def _condition(field: str, op: str, value: str):
 def _uc_part(label: str, value) -> str:
     if not isinstance(value, str):
         raise malformed_field(label, "a string")
-    if not _UC_NAME.match(value):
+    if not UC_NAME.match(value):
         raise invalid(f"Invalid {label} '{value}': names must be 1-255 characters without spaces, '.', '/' "
                       "or control characters")
     return value.lower()
@@ -411,13 +411,13 @@ class RegisteredModels:
         if max_results < 0:
             raise invalid("max_results must not be negative")
         max_results = min(max_results or 100, 1000)
-        offset = _offset(req.arg("page_token"))
+        offset = page_offset(req.arg("page_token"))
         docs = [json.loads(r[0]) for r in self.store.query("SELECT doc FROM models ORDER BY full_name")]
         if catalog:
             docs = [d for d in docs if d["catalog_name"] == catalog.lower()]
         if schema:
             docs = [d for d in docs if d["schema_name"] == schema.lower()]
-        return _page([self._view(d, False) for d in docs], offset, max_results, "registered_models")
+        return page_of([self._view(d, False) for d in docs], offset, max_results, "registered_models")
 
     def update(self, req: Request) -> dict:
         full_name = req.match["full_name"]
@@ -536,11 +536,11 @@ class RegisteredModels:
         if max_results < 0:
             raise invalid("max_results must not be negative")
         max_results = min(max_results or 100, 1000)
-        offset = _offset(req.arg("page_token"))
+        offset = page_offset(req.arg("page_token"))
         docs = [json.loads(r[0]) for r in self.store.query(
             "SELECT doc FROM model_versions WHERE full_name = ? ORDER BY version DESC",
             (self._key(model["full_name"]),))]
-        return _page(docs, offset, max_results, "model_versions")
+        return page_of(docs, offset, max_results, "model_versions")
 
     def update_version(self, req: Request) -> dict:
         body = req.json()

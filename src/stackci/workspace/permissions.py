@@ -31,7 +31,7 @@ import json
 import re
 
 from stackci.workspace.api import Request, invalid, malformed, not_found, typed
-from stackci.workspace.models import _UC_NAME
+from stackci.workspace.models import UC_NAME
 from stackci.workspace.store import Store
 
 _PRINCIPAL_FIELDS = ("user_name", "group_name", "service_principal_name")
@@ -281,7 +281,7 @@ class Grants:
             raise invalid(f"Securable type '{req.match['securable_type']}' is not supported by the local workspace; "
                           "supported: catalog, schema, function (registered models)")
         parts = full_name.split(".")
-        if len(parts) != _NAME_PARTS[kind] or not all(_UC_NAME.match(p) for p in parts):
+        if len(parts) != _NAME_PARTS[kind] or not all(UC_NAME.match(p) for p in parts):
             raise invalid(f"Invalid {kind} name '{full_name}': a {kind} is named "
                           + ".".join(("catalog", "schema", "name")[:_NAME_PARTS[kind]]))
         full_name = full_name.lower()

@@ -18,8 +18,7 @@ import re
 import uuid
 
 from stackci.workspace.api import ApiError, Request, invalid, not_found, typed
-from stackci.workspace.models import _offset, _page, _parse_filter, malformed_field
-from stackci.workspace.models import _tags as experiment_tags
+from stackci.workspace.models import malformed_field, page_of, page_offset, parse_filter, parse_tags
 from stackci.workspace.store import Store, now_ms
 
 _BAD_NAME = re.compile(r"[/.:]")
@@ -45,7 +44,7 @@ def _tags(raw) -> list[dict]:
         return []
     if not isinstance(raw, list):
         raise malformed_field("tags", "an array")
-    return experiment_tags(raw)
+    return parse_tags(raw)
 
 
 class WorkspaceModels:
@@ -168,8 +167,8 @@ class WorkspaceModels:
         if not 1 <= limit <= 1000:
             raise invalid(f"Invalid value {limit} for parameter 'max_results': it must be between 1 and 1000")
         flt = (req.arg("filter") or "").strip() if req.path.endswith("/search") else ""
-        conditions = _parse_filter(flt) if flt else []
-        offset = _offset(req.arg("page_token"))
+        conditions = parse_filter(flt) if flt else []
+        offset = page_offset(req.arg("page_token"))
         docs = [json.loads(r[0]) for r in self.store.query("SELECT doc FROM workspace_models ORDER BY name")]
         docs = [self._view(d) for d in docs if all(test(d) for test in conditions)]
-        return _page(docs, offset, limit, "registered_models")
+        return page_of(docs, offset, limit, "registered_models")
