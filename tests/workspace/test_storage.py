@@ -215,6 +215,20 @@ def test_only_one_server_per_data_dir(tmp_path):
         assert again.url
 
 
+def test_stop_ends_the_server_while_a_client_keeps_its_connection(tmp_path):
+    server = LocalWorkspace(tmp_path / "data").start()
+    kept = requests.Session()                          # a keep-alive connection stays open across stop()
+    assert kept.get(f"{server.url}/.well-known/databricks-config", timeout=10).ok
+    url, port, serving = server.url, server.port, server._thread
+    server.stop()
+    assert not serving.is_alive()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{url}/.well-known/databricks-config", timeout=5)
+    with LocalWorkspace(tmp_path / "data", port=port) as again:   # the port and the data are free again
+        assert again.url == url
+        assert client_for(again).current_user.me().user_name
+
+
 def test_the_database_is_private_to_its_owner(tmp_path):
     import stat
 
