@@ -198,11 +198,11 @@ def throughput(ws: Server, runs: int, rounds: int, tmp: Path) -> dict:
     for i in range(rounds):
         d = direct_round(sys.executable, script, runs)
         direct.append(d)
-        l = workspace_round(ws, runs)
-        local.append(l)
-        progress(f"[throughput] round {i + 1}/{rounds}: direct {d:.2f}s, workspace {l:.2f}s ({l / d:.2f}x)")
-    d, l = statistics.median(direct), statistics.median(local)
-    return {"direct": d, "workspace": l, "ratio": l / d}
+        w = workspace_round(ws, runs)
+        local.append(w)
+        progress(f"[throughput] round {i + 1}/{rounds}: direct {d:.2f}s, workspace {w:.2f}s ({w / d:.2f}x)")
+    d, w = statistics.median(direct), statistics.median(local)
+    return {"direct": d, "workspace": w, "ratio": w / d}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,11 +66,11 @@ def test_every_target_validates_with_the_template_s_yaml_habits(run_cli, stack):
         warnings = [(artifacts if str(c.properties.get("file")).endswith(artifacts) else c.properties.get("file"),
                      c.properties.get("line"), c.data) for c in result.commands if c.name == "warning"]
         # the mapping parked under the top-level `permissions` (where a list belongs): a warning, not an error
-        assert (artifacts, str(text.index("permissions: &permissions") + 1)) in {(f, l) for f, l, _ in warnings}
+        assert (artifacts, str(text.index("permissions: &permissions") + 1)) in {(f, n) for f, n, _ in warnings}
         assert any("permissions must be a list, not a mapping" in d for _, _, d in warnings)
         # fields the schema does not know: warned at their line, as the Databricks CLI does
-        assert any(f == artifacts and l == str(text.index("      depends_on:") + 1) and "depends_on" in d
-                   for f, l, d in warnings)
+        assert any(f == artifacts and n == str(text.index("      depends_on:") + 1) and "depends_on" in d
+                   for f, n, d in warnings)
         assert any("experiments.experiment.description" in d for _, _, d in warnings)
         # keys that only hold anchors are silent
         assert not any(word in d for _, _, d in warnings

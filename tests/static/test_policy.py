@@ -1,6 +1,7 @@
 """The shipped YAML (actions, Azure templates, example workflows) against the tools
 and the house rules: zizmor finds nothing, every file validates against its schema,
-and no expression or macro is ever expanded inside a script body."""
+and no expression or macro is ever expanded inside a script body. And the Python: ruff
+finds no errors."""
 
 from __future__ import annotations
 
@@ -49,6 +50,13 @@ def test_zizmor_offline_finds_nothing():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings" in proc.stdout + proc.stderr
+
+
+def test_ruff_finds_no_errors_in_the_python():
+    # the rules are pyproject.toml's [tool.ruff.lint]: syntax errors, undefined and unused names, likely bugs
+    proc = subprocess.run([_tool("ruff"), "check", "--no-cache", "--output-format", "concise", "."],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("schema, files", [

@@ -21,7 +21,7 @@ _EXPORTS = {
     **{name: "model" for name in ("Bundle", "CurrentUser", "Deferred", "Diagnostic", "Resource", "SyncFile",
                                   "TranslatedPath", "UserUnknown", "is_notebook", "short_name")},
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - a list of str, built from the one table of names
 
 
 def __getattr__(name: str):

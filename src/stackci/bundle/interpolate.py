@@ -56,7 +56,7 @@ class Resolver:
 
     def resolve_path(self, path: tuple) -> Node | None:
         node = self.tree
-        for i, part in enumerate(path):
+        for part in path:
             node = self._child(node, part)
             if node is None:
                 return None
