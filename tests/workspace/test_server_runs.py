@@ -702,3 +702,38 @@ def test_only_documented_enum_values_are_sent(scripted, ws_api):
                 _check_enums(out["metadata"], f"output of {task['run_id']}", problems)
     assert not problems, problems
     assert {"QUEUED", "RUNNING", "TERMINATED", "SKIPPED", "INTERNAL_ERROR"} <= states_seen
+
+
+def test_stop_waits_for_a_run_that_is_starting_the_queued_ones(tmp_path):
+    """A run that has ended and is starting its job's queued runs as the workspace stops: stop waits
+    for it, so the store closes only after (the run's thread never reads a closed store)."""
+    from stackci.workspace import LocalWorkspace
+
+    from workspace_support import ScriptedRunner, client_for
+
+    server = LocalWorkspace(tmp_path / "data", task_runner=ScriptedRunner()).start()
+    w = client_for(server)
+    entered, store_closed, failures = threading.Event(), threading.Event(), []
+    close, start_queued = server.store.close, server.jobs.start_queued
+
+    def closing() -> None:
+        store_closed.set()
+        close()
+
+    def slow_start_queued(job_id) -> None:
+        entered.set()
+        store_closed.wait(1)            # a stop that does not wait for this thread closes the store meanwhile
+        try:
+            start_queued(job_id)
+        except Exception as exc:        # noqa: BLE001 - what the test is about
+            failures.append(exc)
+
+    server.store.close, server.jobs.start_queued = closing, slow_start_queued
+    run_id = w.jobs.run_now(make_job(w, py_task("t"))).run_id
+    assert entered.wait(10)
+    server.stop()
+    for thread in threading.enumerate():
+        if thread.name == f"run-{run_id}":
+            thread.join(10)
+    assert failures == []
+    assert store_closed.is_set()

@@ -195,11 +195,16 @@ class Orchestrator:
             self.service.save_run(run, active=False)
 
     def _finished(self, driver: RunDriver) -> None:
-        with self._lock:
-            self._drivers.pop(driver.run_id, None)
-            closing = self._closing
-        if not closing and driver.run.get("run_type") == "JOB_RUN":
-            self.service.start_queued(driver.run["job_id"])
+        # the driver stays listed until the queued runs are started, so that shutdown() waits for
+        # this thread too: unlisted first, it could still be reading the store as the store closed
+        try:
+            with self._lock:
+                closing = self._closing
+            if not closing and driver.run.get("run_type") == "JOB_RUN":
+                self.service.start_queued(driver.run["job_id"])
+        finally:
+            with self._lock:
+                self._drivers.pop(driver.run_id, None)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Kill every running task and end active runs as INTERNAL_ERROR (the platform went away)."""

@@ -449,6 +449,7 @@ class _Server(ThreadingHTTPServer):
         self._woken.close()
         self._waker.close()
 
+
 class _Server6(_Server):
     address_family = socket.AF_INET6
 
