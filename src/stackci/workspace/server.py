@@ -456,8 +456,12 @@ class _Server6(_Server):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # headers and body go out in separate writes: without TCP_NODELAY every keep-alive answer waits
-    # for the client's delayed ACK (~40 ms on Linux)
+    # an answer's status line, headers and body are gathered in the write buffer and go out in one
+    # send (_send flushes it): unbuffered, each was a send of its own, and when the client shares this
+    # process (a rehearsal) each send hands the interpreter lock over, about a fifth of a request's cost
+    wbufsize = 1 << 16
+    # a larger body still goes out in a second write: without TCP_NODELAY a keep-alive answer would
+    # wait for the client's delayed ACK (~40 ms on Linux)
     disable_nagle_algorithm = True
     server: _Server
 
@@ -619,5 +623,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
