@@ -176,3 +176,28 @@ def test_scim_me_has_org_id_header(ws, api):
     assert resp.status_code == 200
     assert resp.headers["X-Databricks-Org-Id"] == ws.workspace_id
     assert resp.json()["userName"] == ws.user_name
+
+
+def test_a_client_that_waits_for_100_continue_gets_it_before_it_sends_the_body(ws):
+    import json
+    import socket
+    import urllib.parse
+
+    body = json.dumps({"name": "expect-100"}).encode()
+    url = urllib.parse.urlsplit(ws.url)
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(f"POST /api/2.2/jobs/create HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {ws.token}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n"
+                     .encode())
+        first = sock.recv(4096)              # a server that buffered it would leave this waiting (timeout)
+        assert first.startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, doc = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert "job_id" in json.loads(doc)

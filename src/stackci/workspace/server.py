@@ -468,6 +468,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 
+    def handle_expect_100(self) -> bool:
+        # "100 Continue" must reach the client now: it holds the body back until it has it (curl does)
+        answer = super().handle_expect_100()
+        self.wfile.flush()
+        return answer
+
     def do_GET(self) -> None:
         self._dispatch()
 
