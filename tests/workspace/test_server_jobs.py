@@ -201,3 +201,31 @@ def test_a_client_that_waits_for_100_continue_gets_it_before_it_sends_the_body(w
     head, _, doc = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
     assert "job_id" in json.loads(doc)
+
+
+def test_a_client_that_leaves_without_reading_its_answers_leaves_no_traceback(ws, monkeypatch):
+    import socket
+    import sys
+    import threading
+    import urllib.parse
+
+    from stackci.workspace import server as srv
+
+    escaped = []      # what escaped a request handler: socketserver prints it to stderr with a traceback
+    ended = threading.Semaphore(0)
+    close = srv._Server.shutdown_request
+
+    def shutdown_request(self, request):                # the last step of every connection's thread
+        close(self, request)
+        ended.release()
+
+    monkeypatch.setattr(srv._Server, "handle_error", lambda self, request, address: escaped.append(sys.exc_info()[1]))
+    monkeypatch.setattr(srv._Server, "shutdown_request", shutdown_request)
+    url = urllib.parse.urlsplit(ws.url)
+    request = f"GET /.well-known/databricks-config HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+    for _ in range(5):
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")   # close with a reset
+            sock.sendall(request * 50)                  # 50 answers it will never read
+    assert all(ended.acquire(timeout=10) for _ in range(5))
+    assert escaped == []

@@ -224,6 +224,9 @@ def test_stop_ends_the_server_while_a_client_keeps_its_connection(tmp_path):
     assert not serving.is_alive()
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(f"{url}/.well-known/databricks-config", timeout=5)
+    with pytest.raises(requests.exceptions.ConnectionError):   # the kept connection was ended too
+        kept.get(f"{url}/.well-known/databricks-config", timeout=5)
+    kept.close()
     with LocalWorkspace(tmp_path / "data", port=port) as again:   # the port and the data are free again
         assert again.url == url
         assert client_for(again).current_user.me().user_name

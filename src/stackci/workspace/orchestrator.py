@@ -167,7 +167,7 @@ class Orchestrator:
                 return
             driver = RunDriver(self, run)
             self._drivers[run["run_id"]] = driver
-        driver.thread.start()
+            driver.thread.start()        # started while listed: shutdown() never joins a thread not yet started
 
     def cancel(self, run_id: int, reason: str = "user") -> None:
         with self._lock:

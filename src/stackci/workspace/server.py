@@ -19,6 +19,7 @@ links (see :mod:`stackci.workspace.pages`).
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -224,6 +225,7 @@ class LocalWorkspace:
         httpd.wake()
         if self._thread is not None:
             self._thread.join(5)
+        httpd.hang_up()
         self.orchestrator.shutdown()
         httpd.server_close()
         self.store.close()
@@ -424,8 +426,16 @@ class _Server(ThreadingHTTPServer):
     workspace: LocalWorkspace
 
     def __init__(self, *args, **kwargs) -> None:
+        self._open: set[socket.socket] = set()          # connections not yet closed
+        self._handlers: set[threading.Thread] = set()   # the threads serving them
+        self._open_lock = threading.Lock()
         self._woken, self._waker = socket.socketpair()     # before: a failed bind calls server_close
-        super().__init__(*args, **kwargs)
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:
+            self._woken.close()                        # no-ops if server_close has closed them already
+            self._waker.close()
+            raise
 
     def serve_until_woken(self) -> None:
         """Accept connections until :meth:`wake`. ``serve_forever`` notices ``shutdown`` only at its
@@ -443,6 +453,41 @@ class _Server(ThreadingHTTPServer):
 
     def wake(self) -> None:
         self._waker.send(b"\0")
+
+    def process_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        me = threading.current_thread()
+        with self._open_lock:
+            self._handlers.add(me)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._handlers.discard(me)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def hang_up(self, timeout: float = 5.0) -> None:
+        """End every open connection, a client's idle keep-alive one too, and wait up to ``timeout``
+        for their threads: a stopped workspace answers nothing more, and no request is still being
+        served when its store closes."""
+        with self._open_lock:
+            connections, handlers = list(self._open), list(self._handlers)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)     # the handler's next read ends
+            except OSError:
+                pass                                      # it has just closed it
+        deadline = time.monotonic() + timeout
+        for thread in handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def server_close(self) -> None:
         super().server_close()
@@ -558,6 +603,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(err.status, err.body(), {**extra_headers, **err.headers})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            self._drop_unsent()
         except Exception as exc:  # never a traceback to the client
             log.exception("local workspace: %s %s failed", self.command, path)
             self._send_json(500, {"error_code": "INTERNAL_ERROR",
@@ -632,3 +678,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            self._drop_unsent()
+
+    def _drop_unsent(self) -> None:
+        """The client has gone: what is left in the write buffer can never be sent, and each of
+        http.server's own flushes after this one (the request's end, the connection's) would raise
+        again and print a traceback. The socket is let go and later flushes write nowhere."""
+        try:
+            self.wfile.close()
+        except OSError:
+            pass
+        self.wfile = io.BytesIO()
