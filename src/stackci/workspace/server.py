@@ -513,6 +513,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (BrokenPipeError, ConnectionResetError):   # the client has gone (killed, reset): nothing to answer
+            self.close_connection = True
+            self._drop_unsent()
+
     def handle_expect_100(self) -> bool:
         # "100 Continue" must reach the client now: it holds the body back until it has it (curl does)
         answer = super().handle_expect_100()
