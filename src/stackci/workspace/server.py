@@ -520,6 +520,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._drop_unsent()
 
+    def _drop_unsent(self) -> None:
+        """What is left in the write buffer can never be sent, and each of http.server's own
+        flushes after this one (the connection's end) would raise again and print a traceback.
+        The socket is let go and later flushes write nowhere."""
+        try:
+            self.wfile.close()
+        except OSError:
+            pass
+        self.wfile = io.BytesIO()
+
     def handle_expect_100(self) -> bool:
         # "100 Continue" must reach the client now: it holds the body back until it has it (curl does)
         answer = super().handle_expect_100()
@@ -609,8 +619,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as err:
             self._send_json(err.status, err.body(), {**extra_headers, **err.headers})
         except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-            self._drop_unsent()
+            raise                 # the client has gone: handle_one_request ends the connection
         except Exception as exc:  # never a traceback to the client
             log.exception("local workspace: %s %s failed", self.command, path)
             self._send_json(500, {"error_code": "INTERNAL_ERROR",
@@ -673,26 +682,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(doc).encode(), "application/json", headers)
 
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-            self._drop_unsent()
-
-    def _drop_unsent(self) -> None:
-        """The client has gone: what is left in the write buffer can never be sent, and each of
-        http.server's own flushes after this one (the request's end, the connection's) would raise
-        again and print a traceback. The socket is let go and later flushes write nowhere."""
-        try:
-            self.wfile.close()
-        except OSError:
-            pass
-        self.wfile = io.BytesIO()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.wfile.flush()
